@@ -1,0 +1,1 @@
+"""Deep-learning real/bogus reliability scores for difference-image sources."""
