@@ -1,0 +1,691 @@
+"""Training loop for real/bogus classifiers (Butler-free).
+
+`train_classifier` trains an architecture from the registry on a stamp source, with class balancing,
+the 8 dihedral augmentations, early stopping on the validation loss, per-epoch checkpoints with exact
+resume, optional data-parallel training (``torch.distributed``, launched by ``torchrun``), a
+calibration step and a threshold chosen for a target purity on the validation set.
+
+Calibration.  Class balancing shifts the logits by ``log(n_bogus / n_real)`` of the training set
+(the prior ratio); that shift is removed analytically, then one temperature ``T`` is fitted on the
+validation logits by minimising the log loss.  Both are folded into the final linear layer
+(``W -> W / T``, ``b -> (b - shift) / T``) so the module's declared sigmoid output is the calibrated
+probability at the training prevalence.
+
+Checkpoints hold tensors (model, best model, optimiser state, torch RNG state) in a safetensors file
+and everything else in JSON; nothing is pickled.  Per-epoch data order and augmentations are derived
+from ``(seed, epoch)``, so training stopped after epoch ``k`` and resumed reproduces an uninterrupted
+run bit for bit (on the same device, with the same number of threads).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CHECKPOINT_JSON",
+    "CHECKPOINT_TENSORS",
+    "TrainingConfig",
+    "TrainingResult",
+    "fit_temperature",
+    "fold_calibration",
+    "init_distributed",
+    "split_by_group",
+    "train_classifier",
+]
+
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import minimize_scalar
+from torch import nn
+
+from . import metrics
+from .stamp_dataset import ArrayStampSource, StampBatchIterator, StampSource
+
+_LOG = logging.getLogger("lsst.meas.realbogus.training")
+
+CHECKPOINT_TENSORS = "checkpoint.safetensors"
+"""File name of the checkpoint tensors inside a checkpoint directory."""
+CHECKPOINT_JSON = "checkpoint.json"
+"""File name of the checkpoint state (JSON) inside a checkpoint directory."""
+
+_BALANCE_MODES = ("weight", "sample", "none")
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """Configuration of `train_classifier`.
+
+    Attributes
+    ----------
+    architecture : `str`
+        Registry name passed to ``architectures.build_architecture``.
+    architecture_kwargs : `dict`
+        Keyword arguments of the architecture factory.
+    channels : `tuple` [`str`, ...]
+        Channels the model takes, in its order.
+    cutout_size : `int`
+        Stamp side length in pixels.
+    normalization : `object` or `None`
+        ``NormalizationSpec``; `None` means the default spec.
+    epochs : `int`
+        Maximum number of epochs.
+    batch_size : `int`
+        Batch size per process.
+    lr : `float`
+        AdamW learning rate.
+    weight_decay : `float`
+        AdamW weight decay.
+    class_balance : `str`
+        ``"weight"`` (BCE ``pos_weight = n_bogus / n_real``), ``"sample"`` (class-balanced sampling
+        with replacement) or ``"none"``.
+    augment : `bool`
+        Apply a random one of the 8 rotations/flips to every training stamp.
+    patience : `int`
+        Stop after this many epochs without a validation-loss improvement; the best weights are kept.
+    seed : `int`
+        Seed of the initial weights, data order and augmentations.
+    target_purity : `float`
+        Purity (at validation prevalence) the threshold is chosen for.
+    num_threads : `int`
+        ``torch.set_num_threads`` during training (1 gives bitwise determinism on CPU).
+    device : `str`
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+    version : `str`
+        Model version string recorded in the package (at most 7 characters).
+    calibrate : `bool`
+        Fit and fold the temperature / prior correction.
+    """
+
+    architecture: str = "rb3_cnn"
+    architecture_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    channels: tuple[str, ...] = ("template", "science", "difference")
+    cutout_size: int = 51
+    normalization: Any = None
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    class_balance: str = "weight"
+    augment: bool = True
+    patience: int = 5
+    seed: int = 0
+    target_purity: float = 0.99
+    num_threads: int = 1
+    device: str = "cpu"
+    version: str = "0.1.0"
+    calibrate: bool = True
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the first invalid setting."""
+        if self.class_balance not in _BALANCE_MODES:
+            raise ValueError(f"class_balance must be one of {_BALANCE_MODES}, got {self.class_balance!r}.")
+        for name in ("epochs", "batch_size", "cutout_size", "num_threads"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}.")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}.")
+        if not 0 < self.target_purity <= 1:
+            raise ValueError(f"target_purity must be in (0, 1], got {self.target_purity}.")
+        if len(self.version) > 7:
+            raise ValueError(f"version must be at most 7 characters, got {self.version!r}.")
+        if not self.channels:
+            raise ValueError("channels must not be empty.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dictionary of the settings."""
+        out = dataclasses.asdict(self)
+        out["channels"] = list(self.channels)
+        out["normalization"] = _spec_to_jsonable(self.normalization)
+        return out
+
+
+@dataclasses.dataclass
+class TrainingResult:
+    """What `train_classifier` returns.
+
+    Attributes
+    ----------
+    module : `torch.nn.Module`
+        The trained module (best epoch, calibration folded in), in eval mode on the CPU.
+    metadata : ``ModelMetadata``
+        Metadata for ``save_model_package`` (threshold, metrics, provenance).
+    history : `list` [`dict`]
+        Per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_auc``, ``seconds``.
+    val_scores : `numpy.ndarray`
+        Calibrated validation probabilities of the returned module.
+    val_labels : `numpy.ndarray`
+        Validation labels.
+    """
+
+    module: nn.Module
+    metadata: Any
+    history: list[dict[str, Any]]
+    val_scores: np.ndarray
+    val_labels: np.ndarray
+
+
+def split_by_group(
+    groups: Any, fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0
+) -> tuple[np.ndarray, ...]:
+    """Split rows into subsets such that no group (e.g. visit) is in two subsets.
+
+    Parameters
+    ----------
+    groups : array-like, shape (N,)
+        Group id of each row.
+    fractions : sequence of `float`, optional
+        Target fraction of rows per subset (normalised to sum to 1).
+    seed : `int`, optional
+        Seed of the group shuffle.
+
+    Returns
+    -------
+    subsets : `tuple` [`numpy.ndarray`, ...]
+        Sorted row indices of each subset, one per fraction.
+    """
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or groups.size == 0:
+        raise ValueError(f"groups must be a non-empty 1-D array, got shape {groups.shape}.")
+    frac = np.asarray(fractions, dtype=np.float64)
+    if frac.ndim != 1 or frac.size == 0 or np.any(frac < 0) or frac.sum() <= 0:
+        raise ValueError(f"fractions must be non-negative with a positive sum, got {fractions}.")
+    frac = frac / frac.sum()
+    unique, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    n_needed = int(np.count_nonzero(frac))
+    if unique.size < n_needed:
+        raise ValueError(f"cannot split {unique.size} distinct groups into {n_needed} non-empty subsets.")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(unique.size)
+    # Assign each shuffled group to the subset its cumulative-count midpoint falls in.
+    mid = (np.cumsum(counts[order]) - counts[order] / 2) / groups.size
+    bounds = np.cumsum(frac)
+    assign_sorted = np.minimum(np.searchsorted(bounds, mid, side="right"), frac.size - 1)
+    # Make sure every subset with a positive fraction gets at least one group.
+    for j in np.nonzero(frac)[0]:
+        if not np.any(assign_sorted == j):
+            donors = [k for k in range(frac.size) if np.count_nonzero(assign_sorted == k) > 1]
+            k = max(donors, key=lambda d: np.count_nonzero(assign_sorted == d))
+            assign_sorted[np.nonzero(assign_sorted == k)[0][-1]] = j
+    assign = np.empty(unique.size, dtype=np.int64)
+    assign[order] = assign_sorted
+    row_assign = assign[inverse]
+    return tuple(np.nonzero(row_assign == j)[0] for j in range(frac.size))
+
+
+def init_distributed(device: str = "cpu") -> tuple[int, int]:
+    """Initialise ``torch.distributed`` from the ``torchrun`` environment.
+
+    Uses gloo on the CPU and NCCL on CUDA devices.  Does nothing if already initialised.
+
+    Parameters
+    ----------
+    device : `str`, optional
+        The training device.
+
+    Returns
+    -------
+    rank, world_size : `int`
+        This process's rank and the number of processes.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise RuntimeError("torch.distributed is not available in this PyTorch build.")
+    if not dist.is_initialized():
+        for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+            if var not in os.environ:
+                raise RuntimeError(f"distributed training needs {var} in the environment; launch with torchrun.")
+        backend = "nccl" if str(device).startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _dist_info() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _spec_to_jsonable(spec: Any) -> Any:
+    if spec is None:
+        return None
+    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(spec).items()}
+    if hasattr(spec, "to_dict"):
+        return spec.to_dict()
+    return spec
+
+
+def _default_spec(spec: Any) -> Any:
+    if spec is not None:
+        return spec
+    from .normalization import NormalizationSpec
+
+    return NormalizationSpec()
+
+
+def _as_source(data: Any, channels: Sequence[str], what: str) -> StampSource:
+    if hasattr(data, "read") and hasattr(data, "labels") and hasattr(data, "channels"):
+        return data
+    if isinstance(data, tuple | list) and len(data) == 2:
+        return ArrayStampSource(data[0], data[1], channels)
+    raise TypeError(f"{what} must be a StampStore, an ArrayStampSource or a (stamps, labels) tuple; "
+                    f"got {type(data).__name__}.")
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available.")
+    return dev
+
+
+def _build_module(config: TrainingConfig) -> nn.Module:
+    from .architectures import build_architecture
+
+    return build_architecture(config.architecture, **config.architecture_kwargs)
+
+
+def _final_linear(module: nn.Module) -> nn.Linear:
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears or linears[-1].out_features != 1:
+        raise ValueError("calibration folding needs the module to end in an nn.Linear with one output.")
+    return linears[-1]
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, shift: float = 0.0) -> float:
+    """Fit one temperature ``T`` minimising the log loss of ``sigmoid((logits - shift) / T)``.
+
+    Parameters
+    ----------
+    logits : `numpy.ndarray`
+        Validation logits.
+    labels : `numpy.ndarray`
+        Binary labels.
+    shift : `float`, optional
+        Logit offset removed before scaling (the class-balancing prior shift).
+
+    Returns
+    -------
+    temperature : `float`
+        The fitted temperature, in [exp(-4), exp(4)].
+    """
+    z = np.asarray(logits, dtype=np.float64) - shift
+    y = np.asarray(labels, dtype=np.float64)
+    if z.shape != y.shape or z.size == 0:
+        raise ValueError("logits and labels must be non-empty arrays of the same shape.")
+
+    def nll(log_t: float) -> float:
+        s = z / math.exp(log_t)
+        return float(np.mean(np.logaddexp(0.0, s) - y * s))
+
+    res = minimize_scalar(nll, bounds=(-4.0, 4.0), method="bounded", options={"xatol": 1e-6})
+    return float(math.exp(res.x))
+
+
+def fold_calibration(module: nn.Module, temperature: float, shift: float) -> None:
+    """Fold ``logit -> (logit - shift) / temperature`` into the module's final linear layer.
+
+    Parameters
+    ----------
+    module : `torch.nn.Module`
+        Module ending in an ``nn.Linear`` with one output (modified in place).
+    temperature : `float`
+        Positive temperature.
+    shift : `float`
+        Logit offset to remove.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}.")
+    layer = _final_linear(module)
+    with torch.no_grad():
+        layer.weight.div_(temperature)
+        if layer.bias is None:
+            layer.bias = nn.Parameter(torch.zeros(1, dtype=layer.weight.dtype, device=layer.weight.device))
+        layer.bias.sub_(shift).div_(temperature)
+
+
+def _predict_logits(module: nn.Module, iterator: StampBatchIterator, n: int, device: torch.device) -> np.ndarray:
+    module.eval()
+    out = []
+    with torch.no_grad():
+        for x, _ in iterator.iterate(np.arange(n)):
+            out.append(module(torch.from_numpy(x).to(device)).reshape(-1).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def _bce(logits: np.ndarray, labels: np.ndarray, pos_weight: float) -> float:
+    z = logits.astype(np.float64)
+    y = labels.astype(np.float64)
+    loss = pos_weight * y * np.logaddexp(0.0, -z) + (1 - y) * np.logaddexp(0.0, z)
+    return float(loss.mean())
+
+
+def _state_to_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
+
+
+def _save_checkpoint(directory: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp_t = directory / (CHECKPOINT_TENSORS + ".tmp")
+    tmp_j = directory / (CHECKPOINT_JSON + ".tmp")
+    save_file(tensors, str(tmp_t), metadata={"epoch": str(state["epoch"])})
+    tmp_j.write_text(json.dumps(state, indent=1, allow_nan=True))
+    os.replace(tmp_t, directory / CHECKPOINT_TENSORS)
+    os.replace(tmp_j, directory / CHECKPOINT_JSON)
+
+
+def _load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    t_path, j_path = directory / CHECKPOINT_TENSORS, directory / CHECKPOINT_JSON
+    if not (t_path.is_file() and j_path.is_file()):
+        return None
+    state = json.loads(j_path.read_text())
+    with safe_open(str(t_path), framework="pt") as f:
+        tensor_epoch = (f.metadata() or {}).get("epoch")
+    if tensor_epoch != str(state.get("epoch")):
+        raise RuntimeError(f"checkpoint in {directory} is inconsistent: tensors from epoch {tensor_epoch}, "
+                           f"state from epoch {state.get('epoch')}.")
+    return load_file(str(t_path)), state
+
+
+def _optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, pstate in sd["state"].items():
+        for name, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{name}"] = value.detach().to("cpu").clone().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[name] = value
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def _optimizer_from_flat(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], info: dict[str, Any]
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, extra in info["scalars"].items():
+        state.setdefault(int(idx), {}).update(extra)
+    groups = []
+    for g in info["param_groups"]:
+        g = dict(g)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _epoch_indices(
+    labels: np.ndarray, config: TrainingConfig, epoch: int, rank: int, world: int
+) -> np.ndarray:
+    """Indices this process visits in ``epoch`` (identical across resumes)."""
+    from torch.utils.data import DistributedSampler, WeightedRandomSampler
+
+    n = labels.size
+    if config.class_balance == "sample":
+        n_pos = int(labels.sum())
+        w = np.where(labels == 1, 0.5 / n_pos, 0.5 / (n - n_pos))
+        gen = torch.Generator().manual_seed(config.seed * 100003 + epoch)
+        drawn = np.fromiter(WeightedRandomSampler(w.tolist(), n, replacement=True, generator=gen), dtype=np.int64)
+        per = math.ceil(n / world)
+        padded = np.concatenate([drawn, drawn[: per * world - n]])
+        return padded[rank::world]
+    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
+    sampler.set_epoch(epoch)
+    return np.fromiter(iter(sampler), dtype=np.int64)
+
+
+def _make_metadata(
+    config: TrainingConfig,
+    spec: Any,
+    module: nn.Module,
+    choice: metrics.ThresholdChoice,
+    provenance: dict[str, Any],
+    summary: dict[str, Any],
+) -> Any:
+    from .model_package import ModelMetadata
+
+    fields = {f.name for f in dataclasses.fields(ModelMetadata)}
+    values: dict[str, Any] = {
+        "architecture": config.architecture,
+        "architecture_kwargs": dict(config.architecture_kwargs),
+        "channels": list(config.channels),
+        "cutout_size": int(config.cutout_size),
+        "normalization": spec,
+        "output_activation": "sigmoid",
+        "version": config.version,
+        "threshold": float(choice.threshold),
+        "threshold_purity": float(choice.purity),
+        "threshold_completeness": float(choice.completeness),
+        "training": provenance,
+        "metrics": summary,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    return ModelMetadata(**{k: v for k, v in values.items() if k in fields})
+
+
+def train_classifier(
+    train: Any,
+    val: Any,
+    config: TrainingConfig,
+    *,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    log: logging.Logger | None = None,
+    stop_after_epoch: int | None = None,
+) -> TrainingResult:
+    """Train a real/bogus classifier.
+
+    Parameters
+    ----------
+    train, val : `StampStore`, `ArrayStampSource` or `tuple` (stamps, labels)
+        Training and validation data (tuples are taken to be in ``config.channels`` order; stores
+        may hold more channels or another order, the model's channels are selected by name).  The
+        validation set should have the natural real/bogus prevalence: the threshold is chosen on it.
+    config : `TrainingConfig`
+        Settings.
+    checkpoint_dir : path-like, optional
+        Where a checkpoint is written after every epoch (by rank 0).
+    resume : `bool`, optional
+        Resume from the checkpoint in ``checkpoint_dir`` if there is one.
+    log : `logging.Logger`, optional
+        Logger for progress; default ``lsst.meas.realbogus.training``.
+    stop_after_epoch : `int`, optional
+        Stop (without calibration) after this many epochs in total; for tests of resume.
+
+    Returns
+    -------
+    result : `TrainingResult`
+        The calibrated best module, its metadata, the history and the validation scores.
+
+    Notes
+    -----
+    When ``torch.distributed`` is initialised (see `init_distributed`), the module is wrapped in
+    ``DistributedDataParallel``, each process takes its shard of every epoch, and ``batch_size`` is
+    per process.  Every process evaluates the full validation set.
+    """
+    config.validate()
+    log = log or _LOG
+    rank, world = _dist_info()
+    device = _resolve_device(config.device)
+    spec = _default_spec(config.normalization)
+    train_src = _as_source(train, config.channels, "train")
+    val_src = _as_source(val, config.channels, "val")
+    for name, src in (("train", train_src), ("val", val_src)):
+        if src.size != config.cutout_size:
+            raise ValueError(f"{name} stamps are {src.size} px but config.cutout_size is {config.cutout_size}.")
+        if len(src) == 0:
+            raise ValueError(f"{name} set is empty.")
+    train_labels = np.asarray(train_src.labels).astype(np.int64)
+    val_labels = np.asarray(val_src.labels).astype(np.int64)
+    n_pos, n_neg = int(train_labels.sum()), int(train_labels.size - train_labels.sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"training set needs both classes; got {n_pos} real and {n_neg} bogus.")
+    if val_labels.min() == val_labels.max():
+        raise ValueError("validation set needs both real and bogus examples.")
+    prior_ratio = n_neg / n_pos
+    pos_weight = prior_ratio if config.class_balance == "weight" else 1.0
+    shift = math.log(prior_ratio) if config.class_balance in ("weight", "sample") else 0.0
+
+    train_iter = StampBatchIterator(train_src, config.batch_size, config.channels, spec)
+    val_iter = StampBatchIterator(val_src, max(config.batch_size, 256), config.channels, spec)
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(config.num_threads)
+    try:
+        torch.manual_seed(config.seed)
+        module = _build_module(config).to(device)
+        model: nn.Module = module
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
+
+        start_epoch = 0
+        best_state = _state_to_cpu(module.state_dict())
+        best_val_loss = math.inf
+        best_epoch = -1
+        stale = 0
+        history: list[dict[str, Any]] = []
+        ckpt_path = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        if ckpt_path is not None and resume:
+            loaded = _load_checkpoint(ckpt_path)
+            if loaded is not None:
+                tensors, state = loaded
+                if state["seed"] != config.seed or state["world_size"] != world:
+                    raise RuntimeError(
+                        f"checkpoint in {ckpt_path} was written with seed {state['seed']} and "
+                        f"{state['world_size']} processes; this run has seed {config.seed} and {world}."
+                    )
+                module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+                best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+                _optimizer_from_flat(optimizer, tensors, state["optimizer"])
+                torch.set_rng_state(tensors[f"rng.torch.{rank}"] if f"rng.torch.{rank}" in tensors
+                                    else tensors["rng.torch.0"])
+                start_epoch = int(state["epoch"]) + 1
+                best_val_loss = float(state["best_val_loss"])
+                best_epoch = int(state["best_epoch"])
+                stale = int(state["stale"])
+                history = list(state["history"])
+                log.info("Resumed from %s after epoch %d.", ckpt_path, start_epoch - 1)
+
+        last_epoch = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
+        stopped_early = stale > config.patience
+        epoch = start_epoch
+        while epoch < last_epoch and not stopped_early:
+            t0 = time.perf_counter()
+            model.train()
+            indices = _epoch_indices(train_labels, config, epoch, rank, world)
+            aug_rng = np.random.default_rng([config.seed, epoch, rank]) if config.augment else None
+            loss_sum = torch.zeros(2, dtype=torch.float64)
+            for x, y in train_iter.iterate(indices, aug_rng):
+                xb = torch.from_numpy(x).to(device)
+                yb = torch.from_numpy(y).to(device)
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(xb).reshape(-1), yb)
+                loss.backward()
+                optimizer.step()
+                loss_sum += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.all_reduce(loss_sum)
+            train_loss = float(loss_sum[0] / loss_sum[1])
+            val_logits = _predict_logits(module, val_iter, len(val_src), device)
+            val_loss = _bce(val_logits, val_labels, pos_weight)
+            val_auc = metrics.roc_auc(val_logits, val_labels)
+            seconds = time.perf_counter() - t0
+            improved = val_loss < best_val_loss
+            if improved:
+                best_val_loss, best_epoch, stale = val_loss, epoch, 0
+                best_state = _state_to_cpu(module.state_dict())
+            else:
+                stale += 1
+            record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_auc": val_auc,
+                      "seconds": seconds}
+            history.append(record)
+            log.info("Epoch %d: train loss %.4f, val loss %.4f, val AUC %.4f, %.1f s%s", epoch, train_loss,
+                     val_loss, val_auc, seconds, " (best)" if improved else "")
+            stopped_early = stale > config.patience
+            if ckpt_path is not None and rank == 0:
+                tensors = {f"model.{k}": v for k, v in _state_to_cpu(module.state_dict()).items()}
+                tensors.update({f"best.{k}": v for k, v in best_state.items()})
+                opt_tensors, opt_info = _optimizer_to_flat(optimizer)
+                tensors.update(opt_tensors)
+                tensors["rng.torch.0"] = torch.get_rng_state()
+                _save_checkpoint(ckpt_path, tensors, {
+                    "epoch": epoch, "seed": config.seed, "world_size": world, "best_val_loss": best_val_loss,
+                    "best_epoch": best_epoch, "stale": stale, "history": history, "optimizer": opt_info,
+                    "config": config.to_dict(),
+                })
+            epoch += 1
+        if stopped_early:
+            log.info("Early stopping after epoch %d; best epoch %d.", epoch - 1, best_epoch)
+
+        module.load_state_dict(best_state)
+        module.eval()
+        val_logits = _predict_logits(module, val_iter, len(val_src), device)
+        temperature = 1.0
+        if config.calibrate and stop_after_epoch is None:
+            temperature = fit_temperature(val_logits, val_labels, shift)
+            fold_calibration(module, temperature, shift)
+            folded = _predict_logits(module, val_iter, len(val_src), device)
+            expected = (val_logits.astype(np.float64) - shift) / temperature
+            if not np.allclose(folded, expected, rtol=1e-3, atol=1e-3 * (1 + np.abs(expected).max())):
+                raise RuntimeError(f"architecture {config.architecture!r} is not linear after its final "
+                                   "nn.Linear: calibration cannot be folded into it.")
+            val_logits = folded
+        val_scores = 1.0 / (1.0 + np.exp(-val_logits.astype(np.float64)))
+        choice = metrics.threshold_for_purity(val_scores, val_labels, config.target_purity)
+        summary = metrics.summarize(val_scores, val_labels, threshold=choice.threshold,
+                                    target_purity=config.target_purity)
+        summary.pop("reliability", None)
+        provenance = {
+            "config": config.to_dict(),
+            "n_train": int(train_labels.size),
+            "n_train_real": n_pos,
+            "n_val": int(val_labels.size),
+            "n_val_real": int(val_labels.sum()),
+            "best_epoch": best_epoch,
+            "epochs_run": len(history),
+            "temperature": temperature,
+            "prior_shift": shift,
+            "world_size": world,
+            "torch_version": torch.__version__,
+        }
+        module = module.to("cpu").eval()
+        metadata = _make_metadata(config, spec, module, choice, provenance, summary)
+        log.info("Validation: AUC %.4f, threshold %.4f gives purity %.4f, completeness %.4f, ECE %.4f.",
+                 summary["auc"], choice.threshold, choice.purity, choice.completeness, summary.get("ece", math.nan))
+        return TrainingResult(module=module, metadata=metadata, history=history,
+                              val_scores=val_scores.astype(np.float32), val_labels=val_labels)
+    finally:
+        torch.set_num_threads(old_threads)
