@@ -18,6 +18,7 @@ __all__ = [
     "roc_curve",
     "summarize",
     "threshold_for_purity",
+    "to_jsonable",
 ]
 
 import dataclasses
@@ -402,14 +403,25 @@ def _json_float(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _clean(obj: Any) -> Any:
-    """Make nested containers JSON-safe (NaN/inf become None, numpy scalars become Python)."""
+def to_jsonable(obj: Any) -> Any:
+    """Make nested containers JSON-safe (NaN/inf become None, numpy values become Python).
+
+    Parameters
+    ----------
+    obj : `object`
+        Nested dicts, lists, tuples, numpy arrays and scalars.
+
+    Returns
+    -------
+    clean : `object`
+        The same structure with only JSON types.
+    """
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
+        return [to_jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
+        return to_jsonable(obj.tolist())
     if isinstance(obj, bool | np.bool_):
         return bool(obj)
     if isinstance(obj, int | np.integer):
@@ -480,4 +492,4 @@ def summarize(
         out["completeness_vs_snr"] = completeness_vs_snr(scores, labels, snr, threshold)
     if types is not None:
         out["per_type"] = per_type_rates(scores, labels, types, threshold)
-    return _clean(out)
+    return to_jsonable(out)

@@ -26,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "ArrayStampSource",
     "DIHEDRAL_COUNT",
+    "IndexedStampSource",
     "StampBatchIterator",
     "StampSource",
     "StampStore",
@@ -378,6 +379,72 @@ class ArrayStampSource:
         idx = np.asarray(indices, dtype=np.int64)
         return ArrayStampSource(self._stamps[idx], self._labels[idx], self.channels, snr=self.snr[idx],
                                 groups=self.groups[idx], types=self.types[idx])
+
+
+class IndexedStampSource:
+    """A view of selected rows of another stamp source (e.g. the training split of a store).
+
+    Parameters
+    ----------
+    source : `StampSource`
+        The underlying source (a `StampStore` stays memory-mapped).
+    indices : `numpy.ndarray` of `int`
+        Rows of ``source`` in this view.
+    """
+
+    def __init__(self, source: StampSource, indices: np.ndarray) -> None:
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+        if self.indices.ndim != 1:
+            raise ValueError("indices must be 1-D.")
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= len(source)):
+            raise IndexError(f"indices must be in [0, {len(source)}).")
+        self.channels = source.channels
+        self.size = source.size
+
+    def __len__(self) -> int:
+        return self.indices.size
+
+    def _meta(self, name: str, fill: Any, dtype: Any) -> np.ndarray:
+        values = getattr(self.source, name, None)
+        if values is None:
+            return np.full(self.indices.size, fill, dtype=dtype)
+        return np.asarray(values)[self.indices]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Labels of the selected rows."""
+        return np.asarray(self.source.labels)[self.indices]
+
+    @property
+    def snr(self) -> np.ndarray:
+        """SNR of the selected rows (NaN if unknown)."""
+        return self._meta("snr", np.nan, np.float32)
+
+    @property
+    def groups(self) -> np.ndarray:
+        """Groups of the selected rows (−1 if unknown)."""
+        return self._meta("groups", -1, np.int64)
+
+    @property
+    def types(self) -> np.ndarray:
+        """Types of the selected rows (empty if unknown)."""
+        return self._meta("types", "", str)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """Read rows of this view as float32.
+
+        Parameters
+        ----------
+        indices : `numpy.ndarray` of `int`
+            Row indices within the view.
+
+        Returns
+        -------
+        stamps : `numpy.ndarray`, float32
+            The stamps.
+        """
+        return self.source.read(self.indices[np.asarray(indices, dtype=np.int64)])
 
 
 def apply_dihedral(stamps: np.ndarray, k: int) -> np.ndarray:

@@ -27,6 +27,7 @@ __all__ = [
     "fit_temperature",
     "fold_calibration",
     "init_distributed",
+    "predict_scores",
     "split_by_group",
     "train_classifier",
 ]
@@ -367,6 +368,44 @@ def _predict_logits(module: nn.Module, iterator: StampBatchIterator, n: int, dev
         for x, _ in iterator.iterate(np.arange(n)):
             out.append(module(torch.from_numpy(x).to(device)).reshape(-1).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def predict_scores(
+    module: nn.Module,
+    source: Any,
+    channels: Sequence[str],
+    normalization: Any = None,
+    *,
+    batch_size: int = 256,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Sigmoid scores of a (calibrated) module on every stamp of a source.
+
+    Parameters
+    ----------
+    module : `torch.nn.Module`
+        Module returning logits ``(N,)``.
+    source : `StampSource` or `tuple` (stamps, labels)
+        The stamps (a tuple is taken to be in ``channels`` order).
+    channels : sequence of `str`
+        The model's channels.
+    normalization : ``NormalizationSpec``, optional
+        The model's normalisation (default spec if `None`).
+    batch_size : `int`, optional
+        Inference batch size.
+    device : `str`, optional
+        Torch device.
+
+    Returns
+    -------
+    scores : `numpy.ndarray`, float64
+        Probabilities in [0, 1].
+    """
+    src = _as_source(source, channels, "source")
+    iterator = StampBatchIterator(src, batch_size, channels, _default_spec(normalization))
+    dev = _resolve_device(device)
+    logits = _predict_logits(module.to(dev), iterator, len(src), dev)
+    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
 
 def _bce(logits: np.ndarray, labels: np.ndarray, pos_weight: float) -> float:
