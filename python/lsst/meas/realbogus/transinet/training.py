@@ -1,0 +1,466 @@
+"""Training loop for the TransiNet segmentation network.
+
+Training data are (template, science) pairs with truth catalogues (e.g.
+``SimulatedVisit`` objects, or anything with the same attributes).  Each pair is
+normalised once as a whole (`normalization.normalize_pair`, exactly as at
+inference), and its per-pixel targets and loss weights are built
+(`targets.build_targets`).  Every epoch draws random square crops (a fraction of
+them centred near a transient), applies one of the 8 dihedral transforms to each,
+and minimises a weighted focal (or BCE) loss with Adam.  Validation computes the
+same weighted loss on the whole held-out images (no augmentation); the best
+epoch is kept and training stops early after ``patience`` epochs without
+improvement.
+
+Determinism: the network is initialised from ``seed`` and every epoch's crops and
+augmentations come from a generator seeded by ``(seed, epoch)``, so a run resumed
+from a checkpoint reproduces an uninterrupted run.  Checkpoints hold tensors
+(weights, best weights, Adam state) in a safetensors file and everything else in
+JSON; no pickle.  Progress is logged to ``lsst.meas.realbogus.transinet``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TransiNetTrainingConfig", "TransiNetTrainingResult", "PreparedExample", "prepare_example",
+           "train_transinet", "weighted_loss", "dihedral"]
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .architecture import ARCHITECTURE_NAME, TransiNetUNet
+from .normalization import NormalizationSpec, normalize_pair, valid_mask
+from .targets import build_targets
+
+_LOG = logging.getLogger("lsst.meas.realbogus.transinet")
+
+CHECKPOINT_TENSORS = "transinet_checkpoint.safetensors"
+CHECKPOINT_JSON = "transinet_checkpoint.json"
+
+
+@dataclasses.dataclass
+class TransiNetTrainingConfig:
+    """Configuration of `train_transinet`.
+
+    Parameters
+    ----------
+    base_width, depth : `int`
+        Network size (see `TransiNetUNet`).
+    channels : `tuple` [`str`, ...]
+        Network input channels (see `NormalizationSpec`).
+    asinh_softening : `float`
+        Stretch of the input normalisation.
+    crop_size : `int`
+        Side of the square training crops (multiple of ``2**depth``).
+    crops_per_epoch, batch_size : `int`
+        Crops drawn per epoch and per optimiser step.
+    positive_fraction : `float`
+        Fraction of crops centred (with jitter) on a random transient.
+    max_epochs, patience : `int`
+        Epoch limit and early-stopping patience (epochs without a better
+        validation loss).
+    learning_rate, weight_decay : `float`
+        Adam parameters.
+    loss : `str`
+        ``"focal"`` or ``"bce"`` (both per-pixel weighted, soft targets).
+    focal_gamma : `float`
+        Focal-loss exponent.
+    positive_weight, artifact_weight : `float`
+        Loss up-weighting on transient blobs and around artefacts.
+    min_snr : `float`, optional
+        Transients fainter than this are ignored in the loss.
+    augment : `bool`
+        Apply random dihedral transforms.
+    seed : `int`
+        Random seed.
+    version : `str`
+        Model version (at most 7 characters).
+    """
+
+    base_width: int = 8
+    depth: int = 3
+    channels: tuple[str, ...] = ("template", "science", "valid")
+    asinh_softening: float = 3.0
+    crop_size: int = 128
+    crops_per_epoch: int = 64
+    batch_size: int = 8
+    positive_fraction: float = 0.5
+    max_epochs: int = 20
+    patience: int = 5
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+    loss: str = "focal"
+    focal_gamma: float = 2.0
+    positive_weight: float = 5.0
+    artifact_weight: float = 5.0
+    min_snr: float | None = None
+    augment: bool = True
+    seed: int = 0
+    version: str = "0.1"
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the first invalid field."""
+        multiple = 2**self.depth
+        if self.crop_size < multiple or self.crop_size % multiple:
+            raise ValueError(f"crop_size={self.crop_size} must be a positive multiple of 2**depth={multiple}.")
+        for name in ("crops_per_epoch", "batch_size", "max_epochs", "base_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0; got {self.patience}.")
+        if not 0 <= self.positive_fraction <= 1:
+            raise ValueError(f"positive_fraction must be in [0, 1]; got {self.positive_fraction}.")
+        if self.loss not in ("focal", "bce"):
+            raise ValueError(f"loss must be 'focal' or 'bce'; got {self.loss!r}.")
+        if not (self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
+        if not (isinstance(self.version, str) and 1 <= len(self.version) <= 7):
+            raise ValueError(f"version must be a string of 1 to 7 characters; got {self.version!r}.")
+        self.spec()
+
+    def spec(self) -> NormalizationSpec:
+        """Return the input normalisation spec."""
+        return NormalizationSpec(channels=tuple(self.channels), asinh_softening=self.asinh_softening)
+
+    def architecture_kwargs(self) -> dict[str, int]:
+        """Keyword arguments of ``build_architecture("transinet_unet", ...)``."""
+        return {"in_channels": len(self.channels), "base_width": self.base_width, "depth": self.depth}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable copy."""
+        out = dataclasses.asdict(self)
+        out["channels"] = list(self.channels)
+        return out
+
+
+@dataclasses.dataclass
+class PreparedExample:
+    """One normalised training image with its targets."""
+
+    inputs: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+    positives: np.ndarray
+
+
+@dataclasses.dataclass
+class TransiNetTrainingResult:
+    """Outcome of `train_transinet`.
+
+    Attributes
+    ----------
+    module : `TransiNetUNet`
+        Network with the best (lowest validation loss) weights, in eval mode.
+    config : `TransiNetTrainingConfig`
+        The configuration used.
+    history : `list` [`dict`]
+        Per-epoch ``epoch``, ``train_loss``, ``val_loss``, ``seconds``.
+    best_epoch : `int`
+        Epoch of the kept weights.
+    stopped_early : `bool`
+        Whether early stopping ended training.
+    """
+
+    module: TransiNetUNet
+    config: TransiNetTrainingConfig
+    history: list[dict[str, float]]
+    best_epoch: int
+    stopped_early: bool
+
+    def package_metadata(self) -> dict[str, Any]:
+        """Return the model-package metadata fields for this network."""
+        return {
+            "architecture": ARCHITECTURE_NAME,
+            "architecture_kwargs": self.config.architecture_kwargs(),
+            "channels": list(self.config.channels),
+            "normalization": self.config.spec().to_dict(),
+            "output_activation": "sigmoid",
+            "version": self.config.version,
+            "kind": "segmentation",
+            "training": {"config": self.config.to_dict(), "best_epoch": self.best_epoch,
+                         "history": self.history},
+        }
+
+
+def dihedral(array: np.ndarray, k: int) -> np.ndarray:
+    """Apply dihedral transform ``k`` in 0..7 to the last two axes (rotations, then a flip for k >= 4)."""
+    if not 0 <= k < 8:
+        raise ValueError(f"Dihedral index must be in 0..7; got {k}.")
+    out = np.rot90(array, k % 4, axes=(-2, -1))
+    if k >= 4:
+        out = out[..., ::-1]
+    return np.ascontiguousarray(out)
+
+
+def weighted_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, *, kind: str = "focal", gamma: float = 2.0
+) -> torch.Tensor:
+    """Per-pixel weighted focal or binary cross-entropy loss with soft targets.
+
+    Returns ``sum(weight * loss) / sum(weight)`` (0 if all weights are 0).
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    if kind == "focal":
+        prob = torch.sigmoid(logits)
+        bce = bce * (prob - target).abs().pow(gamma)
+    elif kind != "bce":
+        raise ValueError(f"Unknown loss {kind!r}; use 'focal' or 'bce'.")
+    total = weight.sum()
+    return (weight * bce).sum() / total.clamp_min(1e-12)
+
+
+def prepare_example(visit: Any, config: TransiNetTrainingConfig) -> PreparedExample:
+    """Normalise one (template, science) pair and build its targets.
+
+    Parameters
+    ----------
+    visit : object
+        Has ``science`` and ``template`` (each with ``image``, ``variance``,
+        ``mask``), ``science_psf_sigma`` and ``truth`` (e.g. a ``SimulatedVisit``).
+    config : `TransiNetTrainingConfig`
+        Training configuration.
+
+    Returns
+    -------
+    example : `PreparedExample`
+        Inputs ``(C, H, W)``, target, weight and transient positions.
+    """
+    for attr in ("science", "template", "science_psf_sigma", "truth"):
+        if not hasattr(visit, attr):
+            raise TypeError(f"Training visit {type(visit).__name__} lacks attribute {attr!r}.")
+    sci, tmpl = visit.science, visit.template
+    mask = np.asarray(sci.mask).astype(np.int64) | np.asarray(tmpl.mask).astype(np.int64)
+    spec = config.spec()
+    inputs = normalize_pair(tmpl.image, sci.image, template_variance=tmpl.variance,
+                            science_variance=sci.variance, mask=mask, spec=spec)
+    invalid = ~valid_mask(tmpl.image, sci.image, mask=mask)
+    targets = build_targets(visit.truth, sci.image.shape, float(visit.science_psf_sigma), invalid=invalid,
+                            positive_weight=config.positive_weight, artifact_weight=config.artifact_weight,
+                            min_snr=config.min_snr)
+    truth = visit.truth
+    is_tr = np.asarray(truth["category"]).astype(str) == "transient"
+    positives = np.column_stack([np.asarray(truth["x"], float)[is_tr], np.asarray(truth["y"], float)[is_tr]])
+    return PreparedExample(inputs, targets.target, targets.weight, positives.reshape(-1, 2))
+
+
+def _draw_crops(
+    examples: Sequence[PreparedExample], config: TransiNetTrainingConfig, epoch: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([config.seed, epoch])
+    size = config.crop_size
+    n_ch = examples[0].inputs.shape[0]
+    x_out = np.zeros((config.crops_per_epoch, n_ch, size, size), dtype=np.float32)
+    t_out = np.zeros((config.crops_per_epoch, 1, size, size), dtype=np.float32)
+    w_out = np.zeros((config.crops_per_epoch, 1, size, size), dtype=np.float32)
+    areas = np.array([ex.target.size for ex in examples], dtype=float)
+    for i in range(config.crops_per_epoch):
+        ex = examples[int(rng.choice(len(examples), p=areas / areas.sum()))]
+        height, width = ex.target.shape
+        if rng.uniform() < config.positive_fraction and len(ex.positives):
+            cx, cy = ex.positives[int(rng.integers(len(ex.positives)))]
+            y0 = int(round(cy)) - size // 2 + int(rng.integers(-size // 3, size // 3 + 1))
+            x0 = int(round(cx)) - size // 2 + int(rng.integers(-size // 3, size // 3 + 1))
+        else:
+            y0 = int(rng.integers(-size // 8, max(height - size + size // 8, 1 - size // 8) + 1))
+            x0 = int(rng.integers(-size // 8, max(width - size + size // 8, 1 - size // 8) + 1))
+        # Crops may overhang the image: the overhang is zero input with zero weight (like the tiler's canvas).
+        sy = slice(max(y0, 0), min(y0 + size, height))
+        sx = slice(max(x0, 0), min(x0 + size, width))
+        dy = slice(sy.start - y0, sy.stop - y0)
+        dx = slice(sx.start - x0, sx.stop - x0)
+        x_out[i, :, dy, dx] = ex.inputs[:, sy, sx]
+        t_out[i, 0, dy, dx] = ex.target[sy, sx]
+        w_out[i, 0, dy, dx] = ex.weight[sy, sx]
+        if config.augment:
+            k = int(rng.integers(8))
+            x_out[i], t_out[i], w_out[i] = dihedral(x_out[i], k), dihedral(t_out[i], k), dihedral(w_out[i], k)
+    return x_out, t_out, w_out
+
+
+def _validation_loss(module: TransiNetUNet, examples: Sequence[PreparedExample],
+                     config: TransiNetTrainingConfig) -> float:
+    module.eval()
+    num = 0.0
+    den = 0.0
+    with torch.inference_mode():
+        for ex in examples:
+            logits = module(torch.from_numpy(ex.inputs[None]))
+            w = torch.from_numpy(ex.weight[None, None])
+            loss = weighted_loss(logits, torch.from_numpy(ex.target[None, None]), w, kind=config.loss,
+                                 gamma=config.focal_gamma)
+            num += float(loss) * float(w.sum())
+            den += float(w.sum())
+    return num / den if den > 0 else float("nan")
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for idx, pstate in sd["state"].items():
+        for name, value in pstate.items():
+            if not torch.is_tensor(value):
+                raise TypeError(f"Unexpected non-tensor optimiser state {name!r}.")
+            tensors[f"optim.{idx}.{name}"] = value.detach().clone().contiguous()
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups}
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                       info: dict[str, Any]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else dict(g) for g in info["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _save_checkpoint(directory: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp_t = directory / (CHECKPOINT_TENSORS + ".tmp")
+    tmp_j = directory / (CHECKPOINT_JSON + ".tmp")
+    save_file(tensors, str(tmp_t), metadata={"epoch": str(state["epoch"])})
+    tmp_j.write_text(json.dumps(state, indent=1, allow_nan=True))
+    os.replace(tmp_t, directory / CHECKPOINT_TENSORS)
+    os.replace(tmp_j, directory / CHECKPOINT_JSON)
+
+
+def _load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    t_path, j_path = directory / CHECKPOINT_TENSORS, directory / CHECKPOINT_JSON
+    if not (t_path.is_file() and j_path.is_file()):
+        return None
+    state = json.loads(j_path.read_text())
+    with safe_open(str(t_path), framework="pt") as f:
+        tensor_epoch = (f.metadata() or {}).get("epoch")
+    if tensor_epoch != str(state.get("epoch")):
+        raise RuntimeError(f"TransiNet checkpoint in {directory} is inconsistent: tensors from epoch "
+                           f"{tensor_epoch}, state from epoch {state.get('epoch')}.")
+    return load_file(str(t_path)), state
+
+
+def train_transinet(
+    train_visits: Sequence[Any],
+    val_visits: Sequence[Any],
+    config: TransiNetTrainingConfig,
+    *,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    stop_after_epochs: int | None = None,
+) -> TransiNetTrainingResult:
+    """Train a TransiNet U-Net on (template, science) pairs with truth.
+
+    Parameters
+    ----------
+    train_visits, val_visits : `~collections.abc.Sequence`
+        Training and held-out pairs (see `prepare_example`); validate on
+        different visits than you train on.
+    config : `TransiNetTrainingConfig`
+        Training configuration.
+    checkpoint_dir : path-like, optional
+        Directory for per-epoch checkpoints; with ``resume`` an existing
+        checkpoint there is continued from (it must come from the same config).
+    resume : `bool`
+        Continue from an existing checkpoint in ``checkpoint_dir``.
+    stop_after_epochs : `int`, optional
+        Stop (as if interrupted) after this many epochs have completed in total;
+        used to test resuming.
+
+    Returns
+    -------
+    result : `TransiNetTrainingResult`
+        Best network, history and metadata.
+
+    Raises
+    ------
+    ValueError
+        Raised for an invalid config, empty inputs or a checkpoint from a
+        different configuration.
+    """
+    config.validate()
+    if len(train_visits) == 0 or len(val_visits) == 0:
+        raise ValueError("train_transinet needs at least one training and one validation visit.")
+    train = [prepare_example(v, config) for v in train_visits]
+    val = [prepare_example(v, config) for v in val_visits]
+    torch.manual_seed(config.seed)
+    module = TransiNetUNet(**config.architecture_kwargs())
+    optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    history: list[dict[str, float]] = []
+    best_val = float("inf")
+    best_epoch = -1
+    bad_epochs = 0
+    start_epoch = 0
+    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    ckpt_path = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt_path is not None and resume:
+        loaded = _load_checkpoint(ckpt_path)
+        if loaded is not None:
+            tensors, state = loaded
+            if state["config"] != config.to_dict():
+                raise ValueError(f"Checkpoint in {ckpt_path} was written with a different configuration; "
+                                 "use another checkpoint_dir or resume=False.")
+            module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+            _restore_optimizer(optimizer, tensors, state["optimizer"])
+            history, best_val, best_epoch = state["history"], state["best_val"], state["best_epoch"]
+            bad_epochs, start_epoch = state["bad_epochs"], state["epoch"] + 1
+            _LOG.info("Resuming TransiNet training from %s at epoch %d.", ckpt_path, start_epoch)
+    stopped_early = bool(history) and bad_epochs > config.patience
+    epoch = start_epoch
+    while epoch < config.max_epochs and not stopped_early:
+        if stop_after_epochs is not None and epoch >= stop_after_epochs:
+            break
+        t0 = time.perf_counter()
+        module.train()
+        xs, ts, ws = _draw_crops(train, config, epoch)
+        losses = []
+        for b in range(0, len(xs), config.batch_size):
+            logits = module(torch.from_numpy(xs[b:b + config.batch_size]))
+            loss = weighted_loss(logits, torch.from_numpy(ts[b:b + config.batch_size]),
+                                 torch.from_numpy(ws[b:b + config.batch_size]), kind=config.loss,
+                                 gamma=config.focal_gamma)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        val_loss = _validation_loss(module, val, config)
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+                  "seconds": time.perf_counter() - t0}
+        history.append(record)
+        if val_loss < best_val:
+            best_val, best_epoch, bad_epochs = val_loss, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            bad_epochs += 1
+        stopped_early = bad_epochs > config.patience
+        _LOG.info("TransiNet epoch %d: train loss %.5f, val loss %.5f (best %.5f @ %d), %.1f s", epoch,
+                  record["train_loss"], val_loss, best_val, best_epoch, record["seconds"])
+        if ckpt_path is not None:
+            opt_tensors, opt_info = _flatten_optimizer(optimizer)
+            tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in module.state_dict().items()}
+            tensors.update({f"best.{k}": v.contiguous() for k, v in best_state.items()})
+            tensors.update(opt_tensors)
+            _save_checkpoint(ckpt_path, tensors, {
+                "epoch": epoch, "config": config.to_dict(), "history": history, "best_val": best_val,
+                "best_epoch": best_epoch, "bad_epochs": bad_epochs, "optimizer": opt_info,
+            })
+        epoch += 1
+    if stopped_early:
+        _LOG.info("TransiNet early stopping after epoch %d (best epoch %d).", epoch - 1, best_epoch)
+    module.load_state_dict(best_state)
+    module.eval()
+    return TransiNetTrainingResult(module=module, config=config, history=history, best_epoch=best_epoch,
+                                   stopped_early=stopped_early)
