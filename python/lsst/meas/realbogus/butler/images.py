@@ -29,6 +29,7 @@ __all__ = [
     "mask_to_images",
     "psf_kernel_image",
     "psf_sigma",
+    "sky_projection_pixel_scale",
 ]
 
 import dataclasses
@@ -546,3 +547,39 @@ def exposure_to_arrays(exposure: VisitImage) -> ExposureArrays:
         detector=exposure.detector.id,
         metadata=metadata,
     )
+
+
+def sky_projection_pixel_scale(sky_projection: SkyProjection, x: float | None = None,
+                               y: float | None = None) -> float:
+    """Return the local pixel scale (arcsec per pixel) of an `lsst.images.SkyProjection`.
+
+    Parameters
+    ----------
+    sky_projection : `lsst.images.SkyProjection`
+        Pixel → sky transform.
+    x, y : `float`, optional
+        Pixel position where the scale is evaluated (default: centre of the pixel bounds, or
+        the origin if the projection has no bounds).
+
+    Returns
+    -------
+    scale : `float`
+        Square root of the local pixel area, in arcsec.
+    """
+    if x is None or y is None:
+        bounds = sky_projection.pixel_bounds
+        if bounds is not None:
+            bbox = bounds.bbox
+            x = 0.5 * (bbox.x.start + bbox.x.stop - 1) if x is None else x
+            y = 0.5 * (bbox.y.start + bbox.y.stop - 1) if y is None else y
+        x = 0.0 if x is None else x
+        y = 0.0 if y is None else y
+    sky = sky_projection.pixel_to_sky(x=np.array([x, x + 1.0, x]), y=np.array([y, y, y + 1.0]))
+    ra = np.asarray(sky.ra.deg, dtype=np.float64)
+    dec = np.asarray(sky.dec.deg, dtype=np.float64)
+    cos_dec = math.cos(math.radians(dec[0]))
+    dra = (ra[1:] - ra[0] + 180.0) % 360.0 - 180.0
+    jx = np.array([dra[0] * cos_dec, dec[1] - dec[0]])
+    jy = np.array([dra[1] * cos_dec, dec[2] - dec[0]])
+    area = abs(jx[0] * jy[1] - jx[1] * jy[0])
+    return float(math.sqrt(area) * 3600.0)
