@@ -1,0 +1,113 @@
+"""Tests of the float16 stamp store, dihedral augmentation and batch iteration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lsst.meas.realbogus.normalization import NormalizationSpec, normalize_stamps
+from lsst.meas.realbogus.stamp_dataset import (
+    ArrayStampSource,
+    IndexedStampSource,
+    StampBatchIterator,
+    StampStore,
+    apply_dihedral,
+    dihedral_variants,
+)
+
+CHANNELS = ("science", "template", "difference")
+
+
+def _stamps(n: int, size: int = 9, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, 1, (n, 3, size, size)) * rng.uniform(1e-3, 1e7, (n, 1, 1, 1))
+
+
+def test_store_roundtrip_large_dynamic_range(tmp_path) -> None:
+    stamps = _stamps(10)
+    stamps[0, 1, 2, 3] = 3.0e6  # would overflow float16 without the per-stamp scale
+    stamps[1, 2, 0, 0] = np.nan
+    store = StampStore.create(tmp_path / "s", 12, CHANNELS, 9)
+    store.append(stamps[:4], [1, 0, 1, 0], snr=[5, 6, 7, 8], groups=[1, 1, 2, 2], types=["a", "b", "c", "d"])
+    store.append(stamps[4:], [0] * 6)
+    ro = StampStore.open(tmp_path / "s")
+    assert len(ro) == 10
+    assert ro._arrays["stamps"].dtype == np.float16
+    assert isinstance(ro._arrays["stamps"], np.memmap)
+    back = ro.read(np.arange(10))
+    assert back.dtype == np.float32
+    assert np.isnan(back[1, 2, 0, 0])
+    ok = np.isfinite(stamps)
+    peak = np.nanmax(np.abs(stamps).reshape(10, -1), axis=1)[:, None, None, None]
+    # float16 keeps ~11 bits: error below 1e-3 of each stamp's peak.
+    assert np.all(np.abs(back - stamps)[ok] <= (1e-3 * np.broadcast_to(peak, stamps.shape))[ok])
+    np.testing.assert_array_equal(ro.labels, [1, 0, 1, 0, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(ro.groups[:4], [1, 1, 2, 2])
+    assert ro.groups[5] == -1 and np.isnan(ro.snr[5]) and ro.types[2] == "c"
+    # Unsorted and repeated reads come back in the requested order.
+    np.testing.assert_array_equal(ro.read(np.array([3, 0, 3])), back[[3, 0, 3]])
+
+
+def test_store_errors(tmp_path) -> None:
+    store = StampStore.create(tmp_path / "s", 2, CHANNELS, 9)
+    with pytest.raises(ValueError, match="shape"):
+        store.append(np.zeros((1, 3, 8, 8)), [1])
+    with pytest.raises(ValueError, match="capacity"):
+        store.append(np.zeros((3, 3, 9, 9)), [1, 0, 1])
+    with pytest.raises(ValueError, match="binary"):
+        store.append(np.zeros((1, 3, 9, 9)), [2])
+    with pytest.raises(FileExistsError):
+        StampStore.create(tmp_path / "s", 2, CHANNELS, 9)
+    with pytest.raises(PermissionError):
+        StampStore.open(tmp_path / "s").append(np.zeros((1, 3, 9, 9)), [1])
+    with pytest.raises(FileNotFoundError):
+        StampStore.open(tmp_path / "nothing")
+
+
+def test_dihedral_variants_are_the_8_distinct_symmetries() -> None:
+    stamp = np.arange(25, dtype=float).reshape(5, 5)
+    variants = dihedral_variants(stamp)
+    assert variants.shape == (8, 5, 5)
+    assert len({v.tobytes() for v in variants}) == 8
+    np.testing.assert_array_equal(variants[0], stamp)
+    np.testing.assert_array_equal(variants[1], np.rot90(stamp))
+    np.testing.assert_array_equal(variants[4], stamp[:, ::-1])
+    # Closed under composition: every variant of a variant is a variant.
+    known = {v.tobytes() for v in variants}
+    for v in variants:
+        assert {w.tobytes() for w in dihedral_variants(v)} == known
+    # The centre pixel never moves.
+    assert np.all(variants[:, 2, 2] == stamp[2, 2])
+    with pytest.raises(ValueError):
+        apply_dihedral(stamp, 8)
+
+
+def test_batch_iterator_reorders_channels_and_augments() -> None:
+    stamps = _stamps(20, seed=3).astype(np.float32)
+    src = ArrayStampSource(stamps, np.arange(20) % 2, CHANNELS)
+    spec = NormalizationSpec()
+    model_channels = ("template", "science", "difference")
+    it = StampBatchIterator(src, 8, model_channels, spec)
+    expected = normalize_stamps(stamps[:, [1, 0, 2]], model_channels, spec)
+    batches = list(it.iterate(np.arange(20)))
+    assert [b[0].shape[0] for b in batches] == [8, 8, 4]
+    np.testing.assert_allclose(np.concatenate([b[0] for b in batches]), expected, rtol=1e-6, atol=1e-6)
+    aug = list(it.iterate(np.arange(20), np.random.default_rng(0)))
+    aug_again = list(it.iterate(np.arange(20), np.random.default_rng(0)))
+    np.testing.assert_array_equal(aug[0][0], aug_again[0][0])
+    x_aug = np.concatenate([b[0] for b in aug])
+    # Each augmented stamp is one of the 8 variants of the plain one.
+    for i in range(20):
+        assert any(np.array_equal(x_aug[i], v) for v in dihedral_variants(expected[i]))
+
+
+def test_indexed_source(tmp_path) -> None:
+    stamps = _stamps(6)
+    store = StampStore.create(tmp_path / "s", 6, CHANNELS, 9)
+    store.append(stamps, [1, 0, 1, 0, 1, 0], groups=np.arange(6))
+    view = IndexedStampSource(StampStore.open(tmp_path / "s"), np.array([5, 1]))
+    assert len(view) == 2
+    np.testing.assert_array_equal(view.groups, [5, 1])
+    np.testing.assert_array_equal(view.read(np.array([1])), store.read(np.array([1])))
+    with pytest.raises(IndexError):
+        IndexedStampSource(store, np.array([6]))
