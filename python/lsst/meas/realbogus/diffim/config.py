@@ -46,7 +46,9 @@ class SubtractionConfig:
     min_stamps : `int`
         Fewer usable stamps than this triggers the analytic Gaussian fallback kernel.
     stamp_half_width : `int` or `None`
-        Half size of the science-side fitting stamp; `None` uses ``ceil(4 * sigma_sci)`` (at least 5).
+        Half size of the fitted stamps; `None` uses the kernel half width plus ``ceil(3 * sigma)`` of
+        the broader PSF (at least 3), so that the stamps include sky beyond the kernel's reach and the
+        kernel wings are not degenerate with the background.
     star_snr_min : `float`
         Minimum peak signal-to-noise (in the template, after PSF smoothing) of a stamp star.
     clip_sigma : `float`

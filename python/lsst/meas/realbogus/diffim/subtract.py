@@ -201,7 +201,7 @@ def subtract_images(
     else:
         half = int(np.clip(math.ceil(config.kernel_size_factor * max(basis_sigmas)), 3, 30))
     basis = alard_lupton_basis(basis_sigmas, config.basis_degrees, half)
-    stamp_half = config.stamp_half_width or max(5, math.ceil(4.0 * max(sigma_tgt, sigma_ref)))
+    stamp_half = config.stamp_half_width or half + max(3, math.ceil(3.0 * max(sigma_tgt, sigma_ref)))
 
     # Unusable pixels.
     bad_bits = _DEFAULT_BAD_BITS if config.bad_mask_bits is None else config.bad_mask_bits
