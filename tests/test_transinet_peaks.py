@@ -1,0 +1,87 @@
+"""Tests of TransiNet peak finding on synthetic score maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.wcs import WCS
+
+from lsst.meas.realbogus.mask_planes import NO_DATA
+from lsst.meas.realbogus.transinet.peaks import PEAK_COLUMNS, estimate_fluxes, find_peaks
+from lsst.meas.realbogus.transinet.synthetic import make_synthetic_pair
+
+
+def _blobs(shape: tuple[int, int], positions: list[tuple[float, float, float]], sigma: float = 1.6) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    score = np.zeros(shape)
+    for x, y, amp in positions:
+        score = np.maximum(score, amp * np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / sigma**2))
+    return score
+
+
+def test_subpixel_positions_scores_and_threshold() -> None:
+    truth = [(20.3, 30.7, 0.9), (60.6, 12.2, 0.7), (45.0, 50.0, 0.3)]
+    table = find_peaks(_blobs((64, 80), truth), threshold=0.5, min_separation=3)
+    assert tuple(table.colnames) == PEAK_COLUMNS
+    assert len(table) == 2
+    assert list(table["peak_score"]) == sorted(table["peak_score"], reverse=True)
+    np.testing.assert_allclose(table["x"], [20.3, 60.6], atol=0.02)
+    np.testing.assert_allclose(table["y"], [30.7, 12.2], atol=0.02)
+    assert np.all(np.isnan(table["ra"])) and np.all(np.isnan(table["flux"]))
+
+
+def test_min_separation_and_plateaus() -> None:
+    close = _blobs((40, 40), [(15.0, 20.0, 0.9), (19.0, 20.0, 0.8)], sigma=1.0)
+    assert len(find_peaks(close, threshold=0.5, min_separation=2)) == 2
+    assert len(find_peaks(close, threshold=0.5, min_separation=6)) == 1
+    plateau = np.zeros((20, 20))
+    plateau[8:10, 8:10] = 0.8
+    table = find_peaks(plateau, threshold=0.5, min_separation=2)
+    assert len(table) == 1
+
+
+def test_flags_and_wcs() -> None:
+    score = _blobs((50, 50), [(2.0, 25.0, 0.9), (25.0, 25.0, 0.9), (40.0, 40.0, 0.9)])
+    mask = np.zeros((50, 50), dtype=np.int32)
+    mask[40, 43] = NO_DATA
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [150.0, 2.0]
+    wcs.wcs.crpix = [1.0, 1.0]
+    wcs.wcs.cdelt = [-0.2 / 3600, 0.2 / 3600]
+    table = find_peaks(score, threshold=0.5, mask=mask, wcs=wcs, edge_width=5)
+    table.sort("x")
+    assert list(table["flag_edge"]) == [True, False, False]
+    assert list(table["flag_nan"]) == [False, False, True]
+    ra, dec = wcs.pixel_to_world_values(table["x"], table["y"])
+    np.testing.assert_allclose(table["ra"], ra)
+    np.testing.assert_allclose(table["dec"], dec)
+    assert np.all(np.isfinite(table["ra"]))
+
+
+def test_nan_score_and_errors() -> None:
+    score = _blobs((30, 30), [(15.0, 15.0, 0.9)])
+    score[0:5, 0:5] = np.nan
+    assert len(find_peaks(score, threshold=0.5)) == 1
+    with pytest.raises(ValueError, match="2-D"):
+        find_peaks(np.zeros(5))
+    with pytest.raises(ValueError, match="science has shape"):
+        find_peaks(score, science=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="psf_sigma"):
+        find_peaks(score, threshold=0.5, science=score, template=score)
+
+
+def test_flux_estimate_unbiased_on_synthetic_pairs() -> None:
+    pulls = []
+    for seed in range(6):
+        pair = make_synthetic_pair((96, 96), seed=seed, n_stars=0, n_cosmic_rays=0, n_hot_pixels=0,
+                                   n_transients=6, snr_range=(10, 30))
+        tr = pair.truth
+        flux, err = estimate_fluxes(tr["x"], tr["y"], pair.science.image, pair.template.image,
+                                    pair.science_psf_sigma, pair.template_psf_sigma,
+                                    science_variance=pair.science.variance,
+                                    template_variance=pair.template.variance)
+        pulls.extend((flux - tr["flux"]) / err)
+    pulls = np.asarray(pulls)
+    assert abs(np.mean(pulls)) < 0.6
+    assert 0.6 < np.std(pulls) < 1.5
