@@ -26,6 +26,7 @@ __all__ = [
     "TrainingResult",
     "fit_temperature",
     "fold_calibration",
+    "effective_architecture_kwargs",
     "init_distributed",
     "predict_scores",
     "split_by_group",
@@ -34,6 +35,8 @@ __all__ = [
 
 import dataclasses
 import datetime
+import importlib
+import inspect
 import json
 import logging
 import math
@@ -46,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
+from scipy.special import expit
 from torch import nn
 
 from . import metrics
@@ -296,10 +300,47 @@ def _resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _build_module(config: TrainingConfig) -> nn.Module:
+def effective_architecture_kwargs(config: TrainingConfig, spec: Any = None) -> dict[str, Any]:
+    """Architecture keyword arguments with the input shape filled in from the data.
+
+    ``in_channels`` defaults to the number of channels the normalisation outputs (including its
+    ``valid`` channel), and ``size`` (for fixed-size architectures that take it) to
+    ``config.cutout_size``; explicit values in ``config.architecture_kwargs`` win.
+
+    Parameters
+    ----------
+    config : `TrainingConfig`
+        The configuration.
+    spec : ``NormalizationSpec``, optional
+        The normalisation; default ``config.normalization`` or the default spec.
+
+    Returns
+    -------
+    kwargs : `dict`
+        Keyword arguments for ``build_architecture`` (JSON-serialisable).
+    """
+    from .architectures import architecture_info
+
+    spec = _default_spec(spec if spec is not None else config.normalization)
+    kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.architecture_kwargs.items()}
+    info = architecture_info(config.architecture)
+    module_name, _, qualname = info["factory"].rpartition(".")
+    try:
+        factory = getattr(importlib.import_module(module_name), qualname)
+        params = inspect.signature(factory).parameters
+    except (ImportError, AttributeError, ValueError, TypeError):
+        params = {}
+    if "in_channels" in params or not params:
+        kwargs.setdefault("in_channels", len(spec.output_channels(config.channels)))
+    if "size" in params:
+        kwargs.setdefault("size", int(config.cutout_size))
+    return kwargs
+
+
+def _build_module(config: TrainingConfig, kwargs: dict[str, Any]) -> nn.Module:
     from .architectures import build_architecture
 
-    return build_architecture(config.architecture, **config.architecture_kwargs)
+    return build_architecture(config.architecture, **kwargs)
 
 
 def _final_linear(module: nn.Module) -> nn.Linear:
@@ -405,7 +446,7 @@ def predict_scores(
     iterator = StampBatchIterator(src, batch_size, channels, _default_spec(normalization))
     dev = _resolve_device(device)
     logits = _predict_logits(module.to(dev), iterator, len(src), dev)
-    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    return expit(logits.astype(np.float64))
 
 
 def _bce(logits: np.ndarray, labels: np.ndarray, pos_weight: float) -> float:
@@ -503,7 +544,7 @@ def _epoch_indices(
 def _make_metadata(
     config: TrainingConfig,
     spec: Any,
-    module: nn.Module,
+    arch_kwargs: dict[str, Any],
     choice: metrics.ThresholdChoice,
     provenance: dict[str, Any],
     summary: dict[str, Any],
@@ -513,7 +554,7 @@ def _make_metadata(
     fields = {f.name for f in dataclasses.fields(ModelMetadata)}
     values: dict[str, Any] = {
         "architecture": config.architecture,
-        "architecture_kwargs": dict(config.architecture_kwargs),
+        "architecture_kwargs": dict(arch_kwargs),
         "channels": list(config.channels),
         "cutout_size": int(config.cutout_size),
         "normalization": spec,
@@ -522,11 +563,13 @@ def _make_metadata(
         "threshold": float(choice.threshold),
         "threshold_purity": float(choice.purity),
         "threshold_completeness": float(choice.completeness),
-        "training": provenance,
+        "training": metrics.to_jsonable(provenance),
         "metrics": summary,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    return ModelMetadata(**{k: v for k, v in values.items() if k in fields})
+    metadata = ModelMetadata(**{k: v for k, v in values.items() if k in fields})
+    metadata.validate()
+    return metadata
 
 
 def train_classifier(
@@ -574,6 +617,7 @@ def train_classifier(
     rank, world = _dist_info()
     device = _resolve_device(config.device)
     spec = _default_spec(config.normalization)
+    arch_kwargs = effective_architecture_kwargs(config, spec)
     train_src = _as_source(train, config.channels, "train")
     val_src = _as_source(val, config.channels, "val")
     for name, src in (("train", train_src), ("val", val_src)):
@@ -599,7 +643,7 @@ def train_classifier(
     torch.set_num_threads(config.num_threads)
     try:
         torch.manual_seed(config.seed)
-        module = _build_module(config).to(device)
+        module = _build_module(config, arch_kwargs).to(device)
         model: nn.Module = module
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -702,7 +746,7 @@ def train_classifier(
                 raise RuntimeError(f"architecture {config.architecture!r} is not linear after its final "
                                    "nn.Linear: calibration cannot be folded into it.")
             val_logits = folded
-        val_scores = 1.0 / (1.0 + np.exp(-val_logits.astype(np.float64)))
+        val_scores = expit(val_logits.astype(np.float64))
         choice = metrics.threshold_for_purity(val_scores, val_labels, config.target_purity)
         summary = metrics.summarize(val_scores, val_labels, threshold=choice.threshold,
                                     target_purity=config.target_purity)
@@ -721,7 +765,7 @@ def train_classifier(
             "torch_version": torch.__version__,
         }
         module = module.to("cpu").eval()
-        metadata = _make_metadata(config, spec, module, choice, provenance, summary)
+        metadata = _make_metadata(config, spec, arch_kwargs, choice, provenance, summary)
         log.info("Validation: AUC %.4f, threshold %.4f gives purity %.4f, completeness %.4f, ECE %.4f.",
                  summary["auc"], choice.threshold, choice.purity, choice.completeness, summary.get("ece", math.nan))
         return TrainingResult(module=module, metadata=metadata, history=history,
