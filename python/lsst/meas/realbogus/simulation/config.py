@@ -8,6 +8,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from .psf import DEFAULT_SCIENCE_PSF_KINDS, PSF_KINDS
+
 REFERENCE_AREA_PIX = 2048 * 2048
 """Detector area (pixels) to which the per-detector rates of `SurveyConfig` refer."""
 
@@ -56,6 +58,10 @@ class SurveyConfig:
     """Maximum PSF ellipticity (reduced shear |g|)."""
     psf_variation: float = 0.04
     """Maximum fractional FWHM change across the detector (corner to centre)."""
+    psf_kinds: tuple[str, ...] = DEFAULT_SCIENCE_PSF_KINDS
+    """Science PSF profile families drawn from (see `lsst.meas.realbogus.simulation.psf.PSF_KINDS`)."""
+    template_psf_kinds: tuple[str, ...] = ("moffat", "kolmogorov")
+    """Template PSF profile families."""
     psf_kernel_size: int = 41
     """Size (pixels, odd) of the delivered PSF kernel images."""
     star_density: float = 12.0
@@ -104,6 +110,8 @@ class SurveyConfig:
     """Probability that a (visit, detector) has a NaN region."""
     misregistration_range: tuple[float, float] = (0.05, 0.3)
     """Range of the per-visit global template/science misregistration amplitude (pixels)."""
+    sky_residual: float = 0.05
+    """RMS amplitude, in units of the sky pixel noise, of the planar sky-subtraction residual."""
     brighter_fatter: float = 0.04
     """Fractional FWHM increase of a star whose peak reaches saturation (PSF-mismatch residuals)."""
     edge_width: int = 4
@@ -144,6 +152,10 @@ class SurveyConfig:
             raise ValueError("Seeing ranges must be positive.")
         if self.transient_snr_range[0] <= 0:
             raise ValueError("transient_snr_range must be positive.")
+        for name in ("psf_kinds", "template_psf_kinds"):
+            kinds = getattr(self, name)
+            if not kinds or any(k not in PSF_KINDS for k in kinds):
+                raise ValueError(f"{name} must be a non-empty subset of {PSF_KINDS}, got {kinds}.")
         if self.psf_kernel_size % 2 != 1 or self.psf_kernel_size < 9:
             raise ValueError(f"psf_kernel_size must be odd and >= 9, got {self.psf_kernel_size}.")
         for name in ("cosmic_ray_mask_fraction", "hot_pixel_mask_fraction", "bad_column_mask_fraction",

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 __all__ = ["PsfModel", "draw_kernel", "draw_psf_model", "effective_sigma"]
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import galsim
 import numpy as np
 
-PSF_KINDS = ("moffat", "kolmogorov", "moffat_halo", "kolmogorov_halo", "double_gaussian")
-"""Profile families drawn for science PSFs."""
+PSF_KINDS = ("moffat", "kolmogorov", "moffat_halo", "kolmogorov_halo", "double_gaussian", "gaussian")
+"""All profile families (``gaussian`` is meant for exact tests, not realism)."""
+
+DEFAULT_SCIENCE_PSF_KINDS = ("moffat", "kolmogorov", "moffat_halo", "kolmogorov_halo", "double_gaussian")
+"""Profile families drawn for science PSFs by default."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,55 @@ class PsfModel:
     dg2: float = 0.0
     """Shear gradient (g2 along y)."""
 
+    def to_metadata(self, prefix: str = "psf_") -> dict[str, float | str]:
+        """Return the model as flat metadata entries ``{prefix + field: value}``."""
+        return {prefix + f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict, prefix: str = "psf_") -> PsfModel:
+        """Rebuild a model from entries written by `to_metadata`.
+
+        Raises
+        ------
+        KeyError
+            Raised naming the first missing entry.
+        """
+        kwargs = {}
+        for f in fields(cls):
+            key = prefix + f.name
+            if key not in metadata:
+                raise KeyError(f"PSF metadata entry {key!r} is missing.")
+            kwargs[f.name] = metadata[key]
+        return cls(**kwargs)
+
+    def kernel_at(self, x: float, y: float, width: int, height: int, pixel_scale: float,
+                  size: int = 41) -> np.ndarray:
+        """Return the normalised kernel for a source at detector position ``(x, y)``.
+
+        The kernel is centred on the source's sub-pixel position relative to pixel
+        ``(floor(x + 0.5), floor(y + 0.5))``, which is the kernel's central pixel.
+
+        Parameters
+        ----------
+        x, y : `float`
+            Source position (pixels).
+        width, height : `int`
+            Detector size (pixels), for the spatial variation.
+        pixel_scale : `float`
+            Arcsec per pixel.
+        size : `int`
+            Odd kernel size.
+
+        Returns
+        -------
+        kernel : `numpy.ndarray`
+            ``(size, size)`` kernel summing to one.
+        """
+        u = 2.0 * x / (width - 1) - 1.0
+        v = 2.0 * y / (height - 1) - 1.0
+        ix, iy = np.floor(x + 0.5), np.floor(y + 0.5)
+        return draw_kernel(self.profile(u, v), size, pixel_scale, (x - ix, y - iy))
+
     def profile(self, u: float = 0.0, v: float = 0.0, fwhm_scale: float = 1.0,
                 flux: float = 1.0) -> galsim.GSObject:
         """Return the galsim profile at normalised detector position ``(u, v)``.
@@ -70,10 +122,12 @@ class PsfModel:
             obj = galsim.Kolmogorov(fwhm=fwhm)
         elif self.kind == "moffat_halo":
             obj = ((1 - self.halo_fraction) * galsim.Moffat(beta=self.beta, fwhm=fwhm)
-                   + self.halo_fraction * galsim.Moffat(beta=2.0, fwhm=fwhm * self.halo_scale))
+                   + self.halo_fraction * galsim.Moffat(beta=2.6, fwhm=fwhm * self.halo_scale))
         elif self.kind == "kolmogorov_halo":
             obj = ((1 - self.halo_fraction) * galsim.Kolmogorov(fwhm=fwhm)
-                   + self.halo_fraction * galsim.Moffat(beta=2.2, fwhm=fwhm * self.halo_scale))
+                   + self.halo_fraction * galsim.Moffat(beta=2.8, fwhm=fwhm * self.halo_scale))
+        elif self.kind == "gaussian":
+            obj = galsim.Gaussian(fwhm=fwhm)
         elif self.kind == "double_gaussian":
             obj = ((1 - self.halo_fraction) * galsim.Gaussian(fwhm=fwhm)
                    + self.halo_fraction * galsim.Gaussian(fwhm=fwhm * self.halo_scale))
@@ -87,7 +141,7 @@ class PsfModel:
 
 
 def draw_psf_model(rng: np.random.Generator, fwhm: float, max_ellipticity: float, variation: float,
-                   kinds: tuple[str, ...] = PSF_KINDS) -> PsfModel:
+                   kinds: tuple[str, ...] = DEFAULT_SCIENCE_PSF_KINDS) -> PsfModel:
     """Draw a random PSF model with the given core FWHM.
 
     Parameters
@@ -110,8 +164,11 @@ def draw_psf_model(rng: np.random.Generator, fwhm: float, max_ellipticity: float
     """
     if fwhm <= 0:
         raise ValueError(f"PSF FWHM must be positive, got {fwhm}.")
+    unknown = [k for k in kinds if k not in PSF_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"Unknown or no PSF kinds {unknown}; known kinds: {PSF_KINDS}.")
     weights = {"moffat": 0.35, "kolmogorov": 0.2, "moffat_halo": 0.2, "kolmogorov_halo": 0.15,
-               "double_gaussian": 0.1}
+               "double_gaussian": 0.1, "gaussian": 0.1}
     p = np.array([weights.get(k, 0.1) for k in kinds])
     kind = str(kinds[rng.choice(len(kinds), p=p / p.sum())])
     g = max_ellipticity * np.sqrt(rng.uniform())
@@ -123,8 +180,8 @@ def draw_psf_model(rng: np.random.Generator, fwhm: float, max_ellipticity: float
         beta=float(rng.uniform(2.3, 4.8)),
         g1=float(g * np.cos(2 * angle)),
         g2=float(g * np.sin(2 * angle)),
-        halo_fraction=float(rng.uniform(0.03, 0.15)),
-        halo_scale=float(rng.uniform(2.0, 3.5)),
+        halo_fraction=float(rng.uniform(0.02, 0.12)),
+        halo_scale=float(rng.uniform(1.8, 3.0)),
         dfwhm_x=float(rng.uniform(-variation, variation) / 2),
         dfwhm_y=float(rng.uniform(-variation, variation) / 2),
         dg1=float(rng.uniform(-gvar, gvar)),

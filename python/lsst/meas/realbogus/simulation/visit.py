@@ -145,8 +145,8 @@ def _uv(config: SurveyConfig, x: float, y: float) -> tuple[float, float]:
 
 
 def _stamp_radius(fwhm_pix: float, flux: float) -> int:
-    return int(np.clip(np.ceil(fwhm_pix * (2.5 + 2.2 * max(0.0, np.log10(max(abs(flux), 1.0) / 1.0e3)))),
-                       6, 150))
+    return int(np.clip(np.ceil(fwhm_pix * (3.0 + 2.2 * max(0.0, np.log10(max(abs(flux), 1.0) / 1.0e3)))),
+                       8, 150))
 
 
 def _add_points(image: np.ndarray, config: SurveyConfig, model: PsfModel, xs: np.ndarray, ys: np.ndarray,
@@ -166,9 +166,8 @@ def _add_points(image: np.ndarray, config: SurveyConfig, model: PsfModel, xs: np
             continue
         u, v = _uv(config, x, y)
         n = 2 * r + 1
-        stamp = model.profile(u, v, s, 1.0).drawImage(nx=n, ny=n, scale=config.pixel_scale, method="no_pixel",
-                                                      offset=(x - ix, y - iy)).array
-        stamp = stamp * (f / stamp.sum())
+        stamp = model.profile(u, v, s, f).drawImage(nx=n, ny=n, scale=config.pixel_scale, method="no_pixel",
+                                                    offset=(x - ix, y - iy)).array
         image[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] += stamp[
             max(0, -y0):n - max(0, y1 - h), max(0, -x0):n - max(0, x1 - w)].astype(image.dtype)
 
@@ -219,7 +218,7 @@ def _cached_template(config: SurveyConfig, detector: int, seed: int, band: str) 
     scene = _cached_scene(config, detector, seed)
     ib = config.band_index(band)
     rng = seeded_rng(seed, detector, ib, 3_000_003)
-    model = draw_psf_model(rng, float(scene.template_fwhm[ib]), 0.03, 0.0, kinds=("moffat", "kolmogorov"))
+    model = draw_psf_model(rng, float(scene.template_fwhm[ib]), 0.03, 0.0, kinds=config.template_psf_kinds)
     truth_img = _convolve_layer(_cached_galaxy_layer(config, detector, seed, band), config, model)
     _add_points(truth_img, config, model, scene.star_x, scene.star_y, mag_to_njy(scene.star_mag[:, ib]))
     np.maximum(truth_img, 0, out=truth_img)
@@ -328,7 +327,7 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     rng_noise = seeded_rng(seed, visit, detector, 14)
     rng_static = seeded_rng(seed, detector, 15)
     fwhm = seeing * float(np.exp(rng_psf.normal(0, 0.02)))
-    model = draw_psf_model(rng_psf, fwhm, config.psf_max_ellipticity, config.psf_variation)
+    model = draw_psf_model(rng_psf, fwhm, config.psf_max_ellipticity, config.psf_variation, config.psf_kinds)
     amp = rng_psf.uniform(*config.misregistration_range)
     ang = rng_psf.uniform(0, 2 * np.pi)
     dx, dy = float(amp * np.cos(ang)), float(amp * np.sin(ang))
@@ -387,12 +386,17 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     margin = 3 * fwhm_pix + 5
     for _ in range(rng_tr.poisson(config.n_hostless_per_detector * af)):
         if rng_tr.uniform() < config.edge_fraction:
-            side = rng_tr.integers(4)
-            d = rng_tr.uniform(1, margin)
+            side = int(rng_tr.integers(4))
+            d = min(rng_tr.uniform(1, margin), (min(w, h) - 1) / 2)
             t = rng_tr.uniform(0, 1)
-            x, y = [(d, t * (w - 1)), (w - 1 - d, t * (w - 1)), (t * (w - 1), d), (t * (w - 1), h - 1 - d)][side]
-            y = min(y, h - 1) if side < 2 else y
-            x, y = (x, t * (h - 1)) if side < 2 else (x, y)
+            if side == 0:
+                x, y = d, t * (h - 1)
+            elif side == 1:
+                x, y = w - 1 - d, t * (h - 1)
+            elif side == 2:
+                x, y = t * (w - 1), d
+            else:
+                x, y = t * (w - 1), h - 1 - d
         else:
             x, y = rng_tr.uniform(0, w - 1), rng_tr.uniform(0, h - 1)
         sig, _ = _psf_flux_sigma(config, model, base_var, x, y)
@@ -452,11 +456,9 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
                 sub[ys_, xs_] = kq[ys2, xs2]
                 shape += sub / npts
         add_row("transient", "moving", x, y, flux, shape=shape)
-    n_trans_rows = len(rows)
     for row in rows:
         if row["category"] == "transient" and row["type"] in ("hostless", "galaxy_offset", "galaxy_nuclear"):
             _add_points(trans, config, model, np.array([row["x"]]), np.array([row["y"]]), np.array([row["flux"]]))
-    del n_trans_rows
     science += trans
     np.maximum(science, 0, out=science)
 
@@ -474,7 +476,7 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     del electrons
     # Imperfect sky subtraction: a faint plane.
     pix_noise = float(np.sqrt((sky_e + rn ** 2)) * c)
-    a0, a1, a2 = rng_art.normal(0, 0.05 * pix_noise, size=3)
+    a0, a1, a2 = rng_art.normal(0, config.sky_residual * pix_noise, size=3)
     image += (a0 + a1 * np.linspace(-1, 1, w, dtype=np.float32)[None, :]
               + a2 * np.linspace(-1, 1, h, dtype=np.float32)[:, None])
 
@@ -516,8 +518,7 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
         visit=visit, detector=detector, seed=seed, band=band, physical_filter=config.physical_filters[ib],
         mjd=config.mjd_start + visit * config.visit_interval_days, exposure_time=config.exposure_time,
         seeing_arcsec=fwhm, visit_seeing_arcsec=seeing, template_seeing_arcsec=float(scene.template_fwhm[ib]),
-        psf_kind=model.kind, psf_beta=model.beta, psf_g1=model.g1, psf_g2=model.g2,
-        template_psf_kind=tmpl.model.kind, template_depth=depth,
+        template_depth=depth, **model.to_metadata("psf_"), **tmpl.model.to_metadata("template_psf_"),
         sky=float(sky_e * c), sky_mag=sky_mag, sky_electrons=sky_e, zero_point_njy=AB_NJY_ZERO_POINT,
         njy_per_electron=c, instrumental_zero_point=float(config.instrumental_zero_points[ib]),
         read_noise=rn, gain=config.gain, saturation_njy=float(sat_level),
