@@ -41,6 +41,7 @@ __all__ = [
     "NORMALIZATION_METHODS",
     "NormalizationSpec",
     "normalize_stamps",
+    "normalize_stamps_with_scale",
     "noise_scale",
     "nanmedian_rows",
 ]
@@ -320,6 +321,78 @@ def noise_scale(
     return sigma
 
 
+def normalize_stamps_with_scale(
+    stamps: np.ndarray,
+    channels: Sequence[str],
+    spec: NormalizationSpec | None = None,
+    variance: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise stamps and also return the per-stamp noise scale.
+
+    Parameters
+    ----------
+    stamps : `numpy.ndarray`
+        ``(N, C, S, S)`` stamps in any flux unit; NaN marks missing pixels.
+    channels : `~collections.abc.Sequence` [`str`]
+        Names of the ``C`` channels, e.g. ``("template", "science",
+        "difference")``; ``"robust"`` and ``"difference_snr"`` need a
+        ``"difference"`` channel.
+    spec : `NormalizationSpec`, optional
+        The normalisation; the default ``"robust"`` spec if None.
+    variance : `numpy.ndarray`, optional
+        ``(N, S, S)`` variance stamps of the difference (unit squared).
+
+    Returns
+    -------
+    normalized : `numpy.ndarray`
+        ``(N, C_out, S, S)`` float32 without NaN or Inf, channels
+        ``spec.output_channels(channels)``.
+    sigma : `numpy.ndarray`
+        ``(N,)`` noise scale per stamp (see `noise_scale`); NaN where it could
+        not be estimated (such stamps are all zeros).  For ``"none"``, 1 where
+        the stamp has a finite pixel and NaN otherwise.
+
+    Raises
+    ------
+    ValueError
+        Raised for shapes or channel names that do not fit.
+    """
+    spec = spec if spec is not None else NormalizationSpec()
+    stamps, channels, variance = _check_inputs(stamps, channels, variance)
+    n = stamps.shape[0]
+    used = spec.input_channels(channels)
+    if spec.method != "none" and "difference" not in channels:
+        raise ValueError(f"Normalisation {spec.method!r} needs a 'difference' channel; got {channels}")
+    n_used = len(used)
+    out = np.empty((n, n_used + int(spec.mask_channel)) + stamps.shape[2:], dtype=np.float32)
+    data = out[:, :n_used]
+    for i, name in enumerate(used):
+        data[:, i] = stamps[:, channels.index(name)]
+    valid = np.isfinite(data).all(axis=1)
+    if spec.method == "none":
+        sigma = np.where(valid.reshape(n, -1).any(axis=1), 1.0, np.nan)
+    else:
+        sigma = noise_scale(stamps, channels, spec, variance)
+        ok = np.isfinite(sigma)
+        inv = np.where(ok, 1.0 / np.where(ok, sigma, 1.0), 0.0)
+        if spec.method == "robust":
+            k = spec.stat_stride(int(np.prod(data.shape[2:])))
+            flat = out.reshape(out.shape[0], out.shape[1], -1)[:, :n_used, ::k]
+            med = nanmedian_rows(flat.reshape(n * n_used, -1)).reshape(n, n_used)
+            med = np.where(np.isfinite(med), med, 0.0).astype(np.float32)
+            data -= med[:, :, None, None]
+        scale = inv / spec.asinh_a if spec.asinh_a is not None else inv
+        data *= scale.astype(np.float32)[:, None, None, None]
+        if spec.asinh_a is not None:
+            np.arcsinh(data, out=data)
+            data *= np.float32(spec.asinh_a)
+        valid &= ok[:, None, None]
+    np.copyto(data, np.float32(0.0), where=~np.isfinite(data))
+    if spec.mask_channel:
+        out[:, n_used] = valid
+    return out, sigma
+
+
 def normalize_stamps(
     stamps: np.ndarray,
     channels: Sequence[str],
@@ -352,35 +425,4 @@ def normalize_stamps(
     ValueError
         Raised for shapes or channel names that do not fit.
     """
-    spec = spec if spec is not None else NormalizationSpec()
-    stamps, channels, variance = _check_inputs(stamps, channels, variance)
-    n = stamps.shape[0]
-    used = spec.input_channels(channels)
-    if spec.method != "none" and "difference" not in channels:
-        raise ValueError(f"Normalisation {spec.method!r} needs a 'difference' channel; got {channels}")
-    n_used = len(used)
-    out = np.empty((n, n_used + int(spec.mask_channel)) + stamps.shape[2:], dtype=np.float32)
-    data = out[:, :n_used]
-    for i, name in enumerate(used):
-        data[:, i] = stamps[:, channels.index(name)]
-    valid = np.isfinite(data).all(axis=1)
-    if spec.method != "none":
-        sigma = noise_scale(stamps, channels, spec, variance)
-        ok = np.isfinite(sigma)
-        inv = np.where(ok, 1.0 / np.where(ok, sigma, 1.0), 0.0)
-        if spec.method == "robust":
-            k = spec.stat_stride(int(np.prod(data.shape[2:])))
-            flat = out.reshape(out.shape[0], out.shape[1], -1)[:, :n_used, ::k]
-            med = nanmedian_rows(flat.reshape(n * n_used, -1)).reshape(n, n_used)
-            med = np.where(np.isfinite(med), med, 0.0).astype(np.float32)
-            data -= med[:, :, None, None]
-        scale = inv / spec.asinh_a if spec.asinh_a is not None else inv
-        data *= scale.astype(np.float32)[:, None, None, None]
-        if spec.asinh_a is not None:
-            np.arcsinh(data, out=data)
-            data *= np.float32(spec.asinh_a)
-        valid &= ok[:, None, None]
-    np.copyto(data, np.float32(0.0), where=~np.isfinite(data))
-    if spec.mask_channel:
-        out[:, n_used] = valid
-    return out
+    return normalize_stamps_with_scale(stamps, channels, spec, variance)[0]
