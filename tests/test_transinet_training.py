@@ -92,3 +92,24 @@ def test_config_validation(pairs: tuple[list, list]) -> None:
         _config(version="toolongversion").validate()
     with pytest.raises(ValueError, match="at least one"):
         train_transinet([], pairs[1], _config())
+
+
+def test_model_package_round_trip(pairs: tuple[list, list], tmp_path) -> None:
+    from lsst.meas.realbogus.model_package import read_model_package
+    from lsst.meas.realbogus.transinet.model import save_transinet_package
+
+    train, val = pairs
+    torch.set_num_threads(1)
+    result = train_transinet(train, val, _config(max_epochs=1))
+    path = tmp_path / "transinet.safetensors"
+    save_transinet_package(result, path, threshold=0.4, metrics={"completeness": 0.5})
+    package = read_model_package(path)
+    assert package.metadata.kind == "segmentation" and package.metadata.architecture == "transinet_unet"
+    loaded = TransiNetModel.from_package(package)
+    assert loaded.threshold == pytest.approx(0.4)
+    direct = TransiNetModel.from_training_result(result)
+    pair = val[0]
+    args = (pair.template.image, pair.science.image, pair.template.variance, pair.science.variance)
+    np.testing.assert_array_equal(loaded.score_image(*args), direct.score_image(*args))
+    with pytest.raises(ValueError, match="architecture"):
+        TransiNetModel.from_package(type("P", (), {"metadata": {"architecture": "rb3_cnn"}})())

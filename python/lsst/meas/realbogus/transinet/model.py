@@ -4,7 +4,6 @@ from __future__ import annotations
 
 __all__ = ["TransiNetModel", "save_transinet_package"]
 
-import dataclasses
 import os
 from typing import Any
 
@@ -39,10 +38,12 @@ class TransiNetModel:
         Maximum tile side for whole-detector inference (bounds memory).
     batch_size : `int`
         Tiles per network call.
+    threshold : `float`
+        Default detection threshold of `detect` (from the package when loaded).
     """
 
     def __init__(self, module: TransiNetUNet, spec: NormalizationSpec, *, version: str = "",
-                 tile_size: int = 1024, batch_size: int = 1) -> None:
+                 tile_size: int = 1024, batch_size: int = 1, threshold: float = 0.5) -> None:
         if not isinstance(module, TransiNetUNet):
             raise TypeError(f"module must be a TransiNetUNet; got {type(module).__name__}.")
         if module.in_channels != spec.n_channels:
@@ -53,6 +54,9 @@ class TransiNetModel:
         self.version = version
         self.tile_size = int(tile_size)
         self.batch_size = int(batch_size)
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1]; got {threshold}.")
+        self.threshold = float(threshold)
 
     @property
     def margin(self) -> int:
@@ -78,17 +82,17 @@ class TransiNetModel:
         arch = _meta_get(metadata, "architecture")
         if arch != ARCHITECTURE_NAME:
             raise ValueError(f"Package architecture is {arch!r}, not {ARCHITECTURE_NAME!r}.")
-        norm = _meta_get(metadata, "normalization")
-        if dataclasses.is_dataclass(norm):
-            norm = dataclasses.asdict(norm)
+        training = _meta_get(metadata, "training", {}) or {}
+        norm = training.get("transinet_normalization") if isinstance(training, dict) else None
         if not isinstance(norm, dict):
-            raise ValueError(f"Package normalisation {norm!r} is not a TransiNet normalisation mapping.")
+            raise ValueError("Package lacks training['transinet_normalization']; not a TransiNet package.")
         spec = NormalizationSpec.from_dict(norm)
         if hasattr(package, "build_module"):
             module = package.build_module()
         else:
             module = TransiNetUNet(**dict(_meta_get(metadata, "architecture_kwargs", {})))
             module.load_state_dict(package.state_dict)
+        kwargs.setdefault("threshold", float(_meta_get(metadata, "threshold", 0.5)))
         return cls(module, spec, version=str(_meta_get(metadata, "version", "")), **kwargs)
 
     @classmethod
@@ -149,7 +153,7 @@ class TransiNetModel:
         science_variance: np.ndarray | None = None,
         mask: np.ndarray | None = None,
         *,
-        threshold: float = 0.5,
+        threshold: float | None = None,
         min_separation: float = 3.0,
         wcs: Any = None,
         science_psf_sigma: float | None = None,
@@ -162,8 +166,8 @@ class TransiNetModel:
         ----------
         template, science, template_variance, science_variance, mask
             As in `score_image`.
-        threshold : `float`
-            Minimum peak score.
+        threshold : `float`, optional
+            Minimum peak score; default the model's ``threshold``.
         min_separation : `float`
             Minimum peak separation in pixels.
         wcs : `astropy.wcs.WCS`, optional
@@ -180,6 +184,7 @@ class TransiNetModel:
         """
         if score is None:
             score = self.score_image(template, science, template_variance, science_variance, mask)
+        threshold = self.threshold if threshold is None else threshold
         with_flux = science_psf_sigma is not None and template_psf_sigma is not None
         return find_peaks(
             score, threshold=threshold, min_separation=min_separation,
@@ -190,7 +195,13 @@ class TransiNetModel:
         )
 
 
-def save_transinet_package(result: Any, path: str | os.PathLike[str]) -> None:
+def save_transinet_package(
+    result: Any,
+    path: str | os.PathLike[str],
+    *,
+    threshold: float = 0.5,
+    metrics: dict[str, Any] | None = None,
+) -> None:
     """Save a trained TransiNet as a model package (``model_package.save_model_package``).
 
     Parameters
@@ -199,14 +210,13 @@ def save_transinet_package(result: Any, path: str | os.PathLike[str]) -> None:
         Training result.
     path : path-like
         Output ``.safetensors`` file.
+    threshold : `float`
+        Recommended detection threshold stored in the package.
+    metrics : `dict`, optional
+        Evaluation numbers stored in the package.
     """
     from ..model_package import ModelMetadata, save_model_package
 
-    values = result.package_metadata()
-    fields = {f.name for f in dataclasses.fields(ModelMetadata)}
-    extra = {k: v for k, v in values.items() if k not in fields}
-    kwargs = {k: v for k, v in values.items() if k in fields}
-    if extra and "training" in fields:
-        kwargs["training"] = dict(kwargs.get("training", {}), **{f"transinet_{k}": v for k, v in extra.items()})
+    metadata = ModelMetadata(**result.package_metadata(threshold=threshold, metrics=metrics))
     state = {k: v.detach().cpu().contiguous() for k, v in result.module.state_dict().items()}
-    save_model_package(path, state, ModelMetadata(**kwargs))
+    save_model_package(path, state, metadata)

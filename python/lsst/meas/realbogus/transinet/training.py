@@ -175,18 +175,33 @@ class TransiNetTrainingResult:
     best_epoch: int
     stopped_early: bool
 
-    def package_metadata(self) -> dict[str, Any]:
-        """Return the model-package metadata fields for this network."""
+    def package_metadata(self, *, threshold: float = 0.5, metrics: dict[str, Any] | None = None
+                         ) -> dict[str, Any]:
+        """Return the `~lsst.meas.realbogus.model_package.ModelMetadata` fields for this network.
+
+        The package-level ``normalization`` is the stamp normalisation ``"none"``
+        (with a ``valid`` channel if used); the TransiNet input normalisation is
+        stored in ``training["transinet_normalization"]``, and ``cutout_size`` is
+        the training crop size.
+        """
+        spec = self.config.spec()
+        channels = [c for c in spec.channels if c != "valid"]
+        if "valid" in spec.channels and spec.channels[-1] != "valid":
+            raise ValueError(f"The 'valid' channel must be last to be packaged; got {list(spec.channels)}.")
         return {
             "architecture": ARCHITECTURE_NAME,
             "architecture_kwargs": self.config.architecture_kwargs(),
-            "channels": list(self.config.channels),
-            "normalization": self.config.spec().to_dict(),
+            "channels": channels,
+            "cutout_size": int(self.config.crop_size),
+            "normalization": {"method": "none", "asinh_a": None, "use_variance": False,
+                              "mask_channel": "valid" in spec.channels},
             "output_activation": "sigmoid",
             "version": self.config.version,
             "kind": "segmentation",
-            "training": {"config": self.config.to_dict(), "best_epoch": self.best_epoch,
-                         "history": self.history},
+            "threshold": float(threshold),
+            "training": {"transinet_normalization": spec.to_dict(), "config": self.config.to_dict(),
+                         "best_epoch": self.best_epoch, "history": self.history},
+            "metrics": dict(metrics or {}),
         }
 
 
