@@ -14,7 +14,7 @@ from lsst.pipe.base import connectionTypes as cT
 from lsst.utils.timer import timeMethod
 
 _REQUIRED_SOURCE_COLUMNS = ("id", "x", "y", "ra", "dec")
-_REQUIRED_TRUTH_COLUMNS = ("id", "x", "y", "ra", "dec", "category", "type", "snr")
+_REQUIRED_TRUTH_COLUMNS = ("id", "x", "y", "x1", "y1", "ra", "dec", "category", "type", "snr")
 
 
 class MatchTruthConnections(PipelineTaskConnections, dimensions=("instrument", "visit", "detector")):
@@ -68,8 +68,8 @@ class MatchTruthTask(PipelineTask):
     A diaSource is real if and only if it matches a ``category == "transient"`` truth entry
     within ``match_radius_arcsec``, one-to-one and nearest first
     (`lsst.meas.realbogus.labels.label_candidates`).  Bogus diaSources get the type of the
-    artefact they fall on, if any (`lsst.meas.realbogus.simulation.classify_negatives`),
-    otherwise ``"unknown"``.
+    artefact they fall on (`lsst.meas.realbogus.simulation.classify_negatives`; ``"other"`` if
+    none).
     """
 
     ConfigClass = MatchTruthConfig
@@ -121,7 +121,7 @@ class MatchTruthTask(PipelineTask):
         truth_index = np.asarray(truth_index, dtype=np.int64)
         matched = truth_index >= 0
         truth_id = np.full(n, -1, dtype=np.int64)
-        truth_type = np.full(n, "unknown", dtype=object)
+        truth_type = np.full(n, "other", dtype=object)
         truth_snr = np.zeros(n, dtype=np.float64)
         separation = np.full(n, np.nan, dtype=np.float64)
         if matched.any():
@@ -135,25 +135,20 @@ class MatchTruthTask(PipelineTask):
                 np.asarray(truth["ra"], dtype=np.float64)[rows],
                 np.asarray(truth["dec"], dtype=np.float64)[rows],
             )
+        # label_candidates only matches transients: every bogus candidate is unmatched and gets
+        # the type of the artefact it falls on ("other" if none).
         bogus = ~labels
         if bogus.any():
-            artefact_types = np.asarray(
+            truth_type[bogus] = np.asarray(
                 classify_negatives(truth, x[bogus], y[bogus], artifact_radius / pixel_scale)
-            ).astype(object)
-            unmatched_bogus = bogus & ~matched
-            types = truth_type[bogus]
-            # A bogus candidate matched to a truth row keeps that row's type unless it is a
-            # transient (possible only if label_candidates reports non-transient matches).
-            fill = unmatched_bogus[bogus]
-            types[fill] = artefact_types[fill]
-            truth_type[bogus] = types
-        truth_type = np.array([str(t) if t not in (None, "") else "unknown" for t in truth_type], dtype=str)
+            ).astype(str)
+        truth_type = truth_type.astype(str) if n else np.zeros(0, dtype="U16")
         matches = Table(
             {
                 "id": np.asarray(dia_sources["id"], dtype=np.int64),
                 "is_real": labels,
                 "truth_id": truth_id,
-                "truth_type": truth_type if n else np.zeros(0, dtype="U16"),
+                "truth_type": truth_type,
                 "truth_snr": truth_snr,
                 "separation_arcsec": separation,
             }

@@ -113,6 +113,10 @@ class SubtractImagesConfig(PipelineTaskConfig, pipelineConnections=SubtractImage
         default=None,
         optional=True,
     )
+    exact_variance = Field[bool](
+        doc="Propagate the variance with the spatially varying kernel (slower) instead of the central one.",
+        default=False,
+    )
     ridge = Field[float](doc="Relative Tikhonov regularisation of the normal equations.", default=1e-9)
     max_no_data_fraction = Field[float](
         doc="Raise NoWorkFound if more than this fraction of the science pixels have NO_DATA.",
