@@ -61,6 +61,9 @@ class SubtractionConfig:
     grow_mask_bits : `int` or `None`
         Mask bits of the convolved image grown by the kernel footprint; `None` means all planes except
         DETECTED, DETECTED_NEGATIVE and EDGE.
+    exact_variance : `bool`
+        Propagate the convolved image's variance with the spatially varying ``K(x, y)²`` (one FFT per
+        pair of spatial terms) instead of the kernel at the detector centre (one FFT).
     ridge : `float`
         Relative Tikhonov regularisation added to the normal equations' diagonal.
     """
@@ -83,6 +86,7 @@ class SubtractionConfig:
     clip_iterations: int = 3
     bad_mask_bits: int | None = None
     grow_mask_bits: int | None = None
+    exact_variance: bool = False
     ridge: float = 1e-9
 
     def validate(self) -> None:

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+import scipy.fft
 
 from .basis import poly_terms, poly_values
 
@@ -71,8 +71,8 @@ class KernelSolution:
         p_x = poly_values(np.arange(nx), np.zeros(nx), 1, self.shape)[1]
         p_y = poly_values(np.zeros(ny), np.arange(ny), 1, self.shape)[2]
         out = np.zeros(self.shape)
-        for c, (i, j) in zip(self.background_coeffs, poly_terms(self.background_order)):
-            out += c * (p_x[np.newaxis, :] ** i * p_y[:, np.newaxis] ** j)
+        for (i, j), c in zip(poly_terms(self.background_order), self.background_coeffs):
+            out += np.outer(c * p_y**j, p_x**i)
         return out
 
 
@@ -83,18 +83,21 @@ def _stamp_system(
     y0: int,
     x0: int,
     stamp_half: int,
-    flat_basis: np.ndarray,
+    basis_ft: np.ndarray,
+    fft_size: int,
     half: int,
     spatial_order: int,
     background_order: int,
     shape: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Build the weighted design matrix of one stamp."""
+    """Build the weighted normal equations and design matrix of one stamp."""
     r = stamp_half + half
     region = ref[y0 - r : y0 + r + 1, x0 - r : x0 + r + 1]
-    size = 2 * half + 1
-    windows = sliding_window_view(region, (size, size)).reshape(-1, size * size)
-    conv = windows @ flat_basis.T  # (n_pix, n_basis): convolution of the region with each basis kernel
+    full = scipy.fft.irfft2(scipy.fft.rfft2(region, s=(fft_size, fft_size))[np.newaxis] * basis_ft,
+                            s=(fft_size, fft_size))
+    # Valid part of the convolution of the region with each basis kernel.
+    n_side = 2 * stamp_half + 1
+    conv = full[:, 2 * half : 2 * half + n_side, 2 * half : 2 * half + n_side].reshape(len(basis_ft), -1).T
     b = target[y0 - stamp_half : y0 + stamp_half + 1, x0 - stamp_half : x0 + stamp_half + 1].ravel()
     w = weight[y0 - stamp_half : y0 + stamp_half + 1, x0 - stamp_half : x0 + stamp_half + 1].ravel()
     p = poly_values(x0, y0, spatial_order, shape)
@@ -163,12 +166,13 @@ def fit_kernel(
     shape = ref.shape
     n_basis, size, _ = basis.shape
     half = size // 2
-    flat_basis = basis[:, ::-1, ::-1].reshape(n_basis, -1)
+    fft_size = scipy.fft.next_fast_len(2 * (stamp_half + half) + 1 + 2 * half, real=True)
+    basis_ft = scipy.fft.rfft2(basis, s=(fft_size, fft_size))
     n_sp = len(poly_terms(spatial_order))
     systems = []
     for y0, x0 in zip(star_y, star_x):
         systems.append(
-            _stamp_system(ref, target, weight, int(y0), int(x0), stamp_half, flat_basis, half,
+            _stamp_system(ref, target, weight, int(y0), int(x0), stamp_half, basis_ft, fft_size, half,
                           spatial_order, background_order, shape)
         )
     n_good = np.array([np.count_nonzero(s[4]) for s in systems])

@@ -41,7 +41,11 @@ def check_psf(psf: np.ndarray, name: str = "psf") -> np.ndarray:
 
 
 def psf_sigma(psf: np.ndarray) -> float:
-    """Gaussian-equivalent sigma of a kernel image from its second moments.
+    """Gaussian-equivalent sigma of a kernel image from its noise-equivalent area.
+
+    ``Neff = 1 / sum(P**2) = 4 pi sigma**2`` for a unit-sum kernel ``P``.  Unlike second moments,
+    this is insensitive to extended (e.g. Moffat) wings, and it is the quantity that sets the noise
+    of PSF photometry; it matches the simulator's definition.
 
     Parameters
     ----------
@@ -51,16 +55,10 @@ def psf_sigma(psf: np.ndarray) -> float:
     Returns
     -------
     sigma : `float`
-        ``sqrt((Ixx + Iyy) / 2)`` in pixels, moments taken about the kernel centroid.
+        ``sqrt(1 / (4 pi sum(P**2)))`` in pixels.
     """
     arr = check_psf(psf)
-    ny, nx = arr.shape
-    y, x = np.mgrid[0:ny, 0:nx].astype(np.float64)
-    xc = float((arr * x).sum())
-    yc = float((arr * y).sum())
-    ixx = float((arr * (x - xc) ** 2).sum())
-    iyy = float((arr * (y - yc) ** 2).sum())
-    return float(np.sqrt(max(0.5 * (ixx + iyy), 0.0)))
+    return float(np.sqrt(1.0 / (4.0 * np.pi * np.sum(arr * arr))))
 
 
 def gaussian_kernel(sigma: float, half_width: int) -> np.ndarray:

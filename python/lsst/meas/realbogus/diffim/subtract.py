@@ -40,7 +40,8 @@ class SubtractionResult:
         the mask has ``NO_DATA``.
     variance : `numpy.ndarray` of `numpy.float32`
         Variance of the difference (``var_sci + K²⊗var_tmpl`` or ``K²⊗var_sci + var_tmpl``),
-        ignoring the pixel-to-pixel covariance introduced by the convolution.
+        ignoring the pixel-to-pixel covariance introduced by the convolution; ``K`` is the kernel at
+        the detector centre unless ``config.exact_variance``.
     mask : `numpy.ndarray` of `numpy.int32`
         OR of both masks; the convolved image's planes are grown by the kernel footprint, NaN /
         ``NO_DATA`` pixels of the convolved image are grown into ``NO_DATA``, and a border of one
@@ -255,21 +256,21 @@ def subtract_images(
 
     # Apply the kernel: K(x,y)⊗R = sum_s p_s(x,y) (K_s⊗R).
     p_images = solution.spatial_images()
-    conv = convolve_same(ref_clean, list(solution.spatial_kernels))
+    conv = convolve_same(ref_clean, list(solution.spatial_kernels), dtype=np.float32)
     matched = np.zeros(shape)
     for p, c in zip(p_images, conv):
         matched += p * c
     matched += solution.background()
     ks = solution.spatial_kernels
-    if len(ks) <= 3:
+    if config.exact_variance and len(ks) > 1:
         pairs = [(s, t) for s in range(len(ks)) for t in range(s, len(ks))]
-        var_conv = convolve_same(ref_var_clean, [ks[s] * ks[t] for s, t in pairs])
+        var_conv = convolve_same(ref_var_clean, [ks[s] * ks[t] for s, t in pairs], dtype=np.float32)
         matched_var = np.zeros(shape)
         for (s, t), c in zip(pairs, var_conv):
             matched_var += (1.0 if s == t else 2.0) * (p_images[s] * p_images[t]) * c
     else:
         kc = solution.kernel_at(0.5 * (shape[1] - 1), 0.5 * (shape[0] - 1))
-        matched_var = convolve_same(ref_var_clean, [kc * kc])[0]
+        matched_var = convolve_same(ref_var_clean, [kc * kc], dtype=np.float32)[0]
     if mode == "template":
         diff = tgt_clean - matched
     else:
