@@ -1,0 +1,290 @@
+"""The demo main job (console script ``realbogus-demo``).
+
+1. Simulate a small LSST-like survey into a local SQLite Butler repository (``--repo``).
+2. Run the SimulatedAP pipeline with ``pipetask run`` as a real subprocess.
+3. Read the outputs back through the Butler and print a summary: visits, detectors,
+   diaSources, how many match truth, detection completeness vs truth SNR, and (when the
+   pipeline produced ``dia_source_reliability``) the reliability of real and bogus sources.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DEFAULT_OUTPUT", "build_parser", "find_pipetask", "main", "run_pipetask", "summarize_outputs"]
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .make_sim_repo import add_simulation_arguments, make_repo_from_args
+
+_LOG = logging.getLogger("lsst.meas.realbogus.cli.demo")
+
+DEFAULT_OUTPUT = "demo/run"
+"""Default output CHAINED collection of the demo."""
+
+SIM_RUN = "SimCam/sim"
+SNR_BINS = (3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 50.0, 100.0, np.inf)
+
+
+def default_pipeline() -> str:
+    """Return the path of the installed ``SimulatedAP.yaml``."""
+    return str(resources.files("lsst.meas.realbogus") / "pipelines" / "SimulatedAP.yaml")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of `main`."""
+    parser = argparse.ArgumentParser(
+        prog="realbogus-demo",
+        description="Simulate visits into a local Butler repo, run the SimulatedAP pipeline with "
+        "pipetask, and summarise diaSources against truth.",
+    )
+    parser.add_argument("--repo", default="demo_repo", help="repository directory (default %(default)s)")
+    add_simulation_arguments(parser)
+    parser.add_argument("-j", "--processes", type=int, default=1,
+                        help="pipetask processes (default %(default)s)")
+    parser.add_argument("--pipeline", default=None,
+                        help="pipeline YAML (default: the package's pipelines/SimulatedAP.yaml)")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT,
+                        help="output CHAINED collection (default %(default)s); each run adds a new RUN")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse an existing repository's simulated inputs instead of simulating")
+    return parser
+
+
+def find_pipetask() -> list[str]:
+    """Return the command that starts ``pipetask`` for this interpreter.
+
+    Returns
+    -------
+    command : `list` [`str`]
+        The ``pipetask`` script next to `sys.executable` (the virtual environment's), else the
+        one on ``PATH``.
+
+    Raises
+    ------
+    FileNotFoundError
+        Raised if no ``pipetask`` can be found.
+    """
+    candidate = Path(sys.executable).parent / "pipetask"
+    if candidate.exists():
+        return [str(candidate)]
+    found = shutil.which("pipetask")
+    if found:
+        return [found]
+    raise FileNotFoundError(f"no pipetask next to {sys.executable} or on PATH; install lsst-ctrl-mpexec")
+
+
+def run_pipetask(repo: str, pipeline: str, output: str, processes: int = 1,
+                 inputs: str = SIM_RUN, extra: Sequence[str] = ()) -> None:
+    """Run ``pipetask run`` on the repository as a subprocess.
+
+    Parameters
+    ----------
+    repo : `str`
+        Repository root.
+    pipeline : `str`
+        Pipeline YAML path or URI.
+    output : `str`
+        Output CHAINED collection.
+    processes : `int`, optional
+        ``-j`` value.
+    inputs : `str`, optional
+        Input collection.
+    extra : sequence of `str`, optional
+        Further pipetask arguments.
+
+    Raises
+    ------
+    RuntimeError
+        Raised if pipetask fails (its exit status is in the message).
+    """
+    command = [*find_pipetask(), "run", "-b", repo, "-i", inputs, "-o", output, "-p", pipeline,
+               "--register-dataset-types", "-j", str(processes), *extra]
+    _LOG.info("Running: %s", " ".join(command))
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    result = subprocess.run(command, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"pipetask failed with exit status {result.returncode}: {' '.join(command)}")
+
+
+def _has_datasets(butler: Any, name: str, collection: str) -> bool:
+    """Return whether ``collection`` holds any dataset of type ``name``."""
+    from lsst.daf.butler import MissingDatasetTypeError
+
+    try:
+        return bool(butler.query_datasets(name, collections=collection, explain=False, limit=1))
+    except MissingDatasetTypeError:
+        return False
+
+
+def summarize_outputs(repo: str, output: str) -> dict[str, Any]:
+    """Read the pipeline outputs and compare them with truth.
+
+    Parameters
+    ----------
+    repo : `str`
+        Repository root.
+    output : `str`
+        Output collection of the pipeline run.
+
+    Returns
+    -------
+    summary : `dict`
+        ``visits``, ``detectors``, ``n_dia_sources``, ``n_positive``, ``n_negative``, ``n_real``,
+        ``n_transients``, ``n_transients_detected``, ``completeness`` (from
+        `lsst.meas.realbogus.metrics.completeness_vs_snr`, by truth SNR) and, if present,
+        ``reliability`` (median reliability of real and bogus diaSources).
+    """
+    from lsst.daf.butler import Butler
+
+    from ..metrics import completeness_vs_snr
+
+    butler = Butler.from_config(repo, collections=[output])
+    refs = butler.query_datasets("dia_source_unstandardized", collections=output, explain=False, limit=None)
+    if not refs:
+        raise RuntimeError(f"no dia_source_unstandardized datasets in {output!r}")
+    has_matches = _has_datasets(butler, "dia_source_truth_match", output)
+    has_reliability = _has_datasets(butler, "dia_source_reliability", output)
+    visits, detectors = set(), set()
+    n_sources = n_negative = n_real = 0
+    truth_snr, truth_found = [], []
+    real_scores, bogus_scores = [], []
+    for ref in refs:
+        data_id = ref.dataId
+        visits.add(int(data_id["visit"]))
+        detectors.add(int(data_id["detector"]))
+        sources = butler.get(ref)
+        n_sources += len(sources)
+        n_negative += int(np.count_nonzero(sources["is_negative"])) if len(sources) else 0
+        truth = butler.get("truth_transients", data_id)
+        transient = np.asarray(truth["category"]).astype(str) == "transient"
+        found = np.zeros(len(truth), dtype=bool)
+        if has_matches:
+            matches = butler.get("dia_source_truth_match", data_id)
+            real = np.asarray(matches["is_real"], dtype=bool)
+            n_real += int(real.sum())
+            found = np.isin(np.asarray(truth["id"]), np.asarray(matches["truth_id"])[real])
+            if has_reliability:
+                scored = butler.get("dia_source_reliability", data_id)
+                score_by_id = dict(zip(np.asarray(scored["id"]).tolist(), np.asarray(scored["reliability"])))
+                score = np.array([score_by_id.get(i, np.nan) for i in np.asarray(matches["id"]).tolist()])
+                real_scores.extend(score[real])
+                bogus_scores.extend(score[~real])
+        truth_snr.extend(np.asarray(truth["snr"], dtype=np.float64)[transient])
+        truth_found.extend(found[transient])
+    truth_snr_arr = np.asarray(truth_snr, dtype=np.float64)
+    truth_found_arr = np.asarray(truth_found, dtype=bool)
+    summary: dict[str, Any] = {
+        "visits": sorted(visits),
+        "detectors": sorted(detectors),
+        "n_dia_sources": n_sources,
+        "n_positive": n_sources - n_negative,
+        "n_negative": n_negative,
+        "n_real": n_real if has_matches else None,
+        "n_transients": int(len(truth_snr_arr)),
+        "n_transients_detected": int(truth_found_arr.sum()),
+    }
+    if len(truth_snr_arr):
+        summary["completeness"] = completeness_vs_snr(
+            truth_found_arr.astype(np.float64), np.ones(len(truth_snr_arr), dtype=int), truth_snr_arr,
+            threshold=0.5, bins=SNR_BINS,
+        )
+    if has_reliability:
+        summary["reliability"] = {
+            "real_median": float(np.nanmedian(real_scores)) if real_scores else float("nan"),
+            "bogus_median": float(np.nanmedian(bogus_scores)) if bogus_scores else float("nan"),
+        }
+    return summary
+
+
+def print_summary(summary: dict[str, Any], timings: dict[str, float]) -> None:
+    """Print the demo summary table to standard output."""
+    print()
+    print("meas_realbogus demo summary")
+    print("===========================")
+    print(f"visits                : {len(summary['visits'])} {summary['visits']}")
+    print(f"detectors             : {len(summary['detectors'])} {summary['detectors']}")
+    print(f"diaSources            : {summary['n_dia_sources']} "
+          f"({summary['n_positive']} positive, {summary['n_negative']} negative)")
+    if summary["n_real"] is not None:
+        n = max(summary["n_dia_sources"], 1)
+        print(f"matched to transients : {summary['n_real']} real, {summary['n_dia_sources'] - summary['n_real']} "
+              f"bogus ({summary['n_real'] / n:.1%} real)")
+    print(f"truth transients      : {summary['n_transients']}, detected {summary['n_transients_detected']}")
+    completeness = summary.get("completeness")
+    if completeness:
+        print()
+        print("detection completeness vs truth SNR")
+        print(f"  {'SNR bin':>14}  {'n':>5}  {'found':>5}  completeness")
+        for low, high, n, found, c, err in zip(completeness["bin_low"], completeness["bin_high"],
+                                               completeness["n"], completeness["n_selected"],
+                                               completeness["completeness"], completeness["completeness_err"]):
+            label = f"[{low:g}, {high:g})"
+            value = "   -" if not n else f"{c:6.1%} ± {err:.1%}"
+            print(f"  {label:>14}  {int(n):5d}  {int(found):5d}  {value}")
+    reliability = summary.get("reliability")
+    if reliability:
+        print()
+        print(f"median reliability    : real {reliability['real_median']:.3f}, "
+              f"bogus {reliability['bogus_median']:.3f}")
+    print()
+    print("timings               : " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo.
+
+    Parameters
+    ----------
+    argv : sequence of `str`, optional
+        Command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    status : `int`
+        Exit status (0 on success).
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("lsst.meas.realbogus").setLevel(logging.INFO)
+    if args.processes < 1:
+        raise SystemExit("-j must be at least 1")
+    repo = str(Path(args.repo).resolve())
+    pipeline = args.pipeline or default_pipeline()
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    if args.reuse:
+        if not (Path(repo) / "butler.yaml").exists():
+            raise SystemExit(f"--reuse: {repo} is not a Butler repository")
+        _LOG.info("Reusing the simulated inputs of %s.", repo)
+    else:
+        if (Path(repo) / "butler.yaml").exists() and not args.clobber:
+            raise SystemExit(f"{repo} already exists: use --clobber to replace it or --reuse to keep its inputs")
+        _LOG.info("Simulating %d visits x %d detectors of %d x %d pixels into %s.", args.visits,
+                  args.detectors, args.size, args.size, repo)
+        make_repo_from_args(args, repo, run=SIM_RUN)
+        timings["simulation"] = time.perf_counter() - start
+    step = time.perf_counter()
+    run_pipetask(repo, pipeline, args.output, processes=args.processes)
+    timings["pipetask"] = time.perf_counter() - step
+    step = time.perf_counter()
+    summary = summarize_outputs(repo, args.output)
+    timings["summary"] = time.perf_counter() - step
+    timings["total"] = time.perf_counter() - start
+    print_summary(summary, timings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
