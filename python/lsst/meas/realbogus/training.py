@@ -739,6 +739,10 @@ def train_classifier(
         temperature = 1.0
         if config.calibrate and stop_after_epoch is None:
             temperature = fit_temperature(val_logits, val_labels, shift)
+            if not math.exp(-3.99) < temperature < math.exp(3.99):
+                log.warning("Fitted temperature %.3g is at its bound: the validation set is (nearly) perfectly "
+                            "separated or too small to calibrate on; probabilities will be overconfident.",
+                            temperature)
             fold_calibration(module, temperature, shift)
             folded = _predict_logits(module, val_iter, len(val_src), device)
             expected = (val_logits.astype(np.float64) - shift) / temperature
