@@ -457,6 +457,8 @@ def save_model_package(
 
 
 def _describe_non_safetensors(data: bytes) -> str:
+    if data[8:9] == b"{":
+        return "its JSON header is cut short (truncated file?)"
     head = data[:2]
     if head[:1] == b"\x80" and len(head) == 2 and head[1] <= 5:
         return "it looks like a Python pickle (e.g. a torch.save checkpoint); pickles are never loaded"
@@ -466,7 +468,7 @@ def _describe_non_safetensors(data: bytes) -> str:
         text = data[:200].decode("utf-8")
     except UnicodeDecodeError:
         return "its header is not valid"
-    if any(word in text for word in ("import ", "def ", "class ", "lambda", "__")):
+    if any(word in text for word in ("import ", "def ", "class ", "lambda", "print(", "exec(", "eval(")):
         return "it looks like Python source; code is never executed from model files"
     return "its header is not valid"
 
