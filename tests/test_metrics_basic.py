@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-
 from lsst.meas.realbogus import metrics
 
 
@@ -97,8 +96,9 @@ def test_summarize_is_json_serialisable() -> None:
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 2, 500)
     scores = np.clip(labels * 0.6 + rng.uniform(0, 0.4, 500), 0, 1)
-    out = metrics.summarize(scores, labels, snr=rng.uniform(5, 50, 500),
-                            types=np.where(labels == 1, "hostless", "cosmic_ray"))
+    out = metrics.summarize(
+        scores, labels, snr=rng.uniform(5, 50, 500), types=np.where(labels == 1, "hostless", "cosmic_ray")
+    )
     text = json.dumps(out, allow_nan=False)
     assert json.loads(text)["auc"] == 1.0
     assert out["purity"] >= 0.99

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from lsst.meas.realbogus.cli.train_stamps import main
+from lsst.meas.realbogus.cli.train_stamps import ALERT_CHANNELS, main
 from lsst.meas.realbogus.model_package import read_model_package
+from lsst.meas.realbogus.scoring import load_model
+from lsst.meas.realbogus.stamp_dataset import ArrayStampSource
+from lsst.meas.realbogus.training import predict_scores
 
 SIZE = 21
 REPO = Path(__file__).resolve().parents[1]
@@ -41,9 +43,23 @@ def write_npz(path: Path, n: int, seed: int, n_visits: int = 12) -> None:
 
 
 def _common_args(tmp_path: Path, npz: Path, name: str) -> list[str]:
-    return [str(npz), "--output", str(tmp_path / f"{name}.safetensors"), "--epochs", "4", "--batch-size", "32",
-            "--lr", "3e-3", "--architecture-kwargs", '{"widths": [8, 12, 16], "hidden": 16}',
-            "--model-version", "t1", "--seed", "3"]
+    return [
+        str(npz),
+        "--output",
+        str(tmp_path / f"{name}.safetensors"),
+        "--epochs",
+        "4",
+        "--batch-size",
+        "32",
+        "--lr",
+        "3e-3",
+        "--architecture-kwargs",
+        '{"widths": [8, 12, 16], "hidden": 16}',
+        "--model-version",
+        "t1",
+        "--seed",
+        "3",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +68,12 @@ def single_run(tmp_path_factory) -> Path:
     tmp_path = tmp_path_factory.mktemp("cli")
     npz = tmp_path / "stamps.npz"
     write_npz(npz, 400, 0)
-    args = _common_args(tmp_path, npz, "model") + ["--plots-dir", str(tmp_path / "plots"),
-                                                    "--checkpoint-dir", str(tmp_path / "ckpt")]
+    args = _common_args(tmp_path, npz, "model") + [
+        "--plots-dir",
+        str(tmp_path / "plots"),
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+    ]
     assert main(args) == 0
     return tmp_path
 
@@ -70,8 +90,22 @@ def test_cli_end_to_end(single_run) -> None:
     assert report["test"]["per_type"]["hostless"]["n_real"] > 0
     assert report["n_train"] + report["n_val"] + report["n_test"] == 400
     pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
-    assert {"test_roc.png", "test_reliability.png", "test_worst.png", "test_completeness_snr.png"} <= set(pngs)
+    assert {"test_roc.png", "test_reliability.png", "test_worst.png", "test_completeness_snr.png"} <= set(
+        pngs
+    )
     assert (tmp_path / "ckpt" / "checkpoint.safetensors").is_file()
+    # Inference (scoring.load_model on alert-order stamps) reproduces the training-side scores.
+    with np.load(tmp_path / "stamps.npz") as data:
+        stamps = data["stamps"][:64]
+    model = load_model(tmp_path / "model.safetensors")
+    scores = model.score_stamps(stamps)
+    expected = predict_scores(
+        model.module,
+        ArrayStampSource(stamps, np.zeros(64), ALERT_CHANNELS),
+        meta.channels,
+        meta.normalization,
+    )
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_cli_rejects_bad_npz(tmp_path) -> None:
@@ -88,8 +122,17 @@ def test_cli_distributed_two_processes(single_run, tmp_path) -> None:
     assert torchrun is not None, "torchrun not found next to the Python interpreter"
     npz = single_run / "stamps.npz"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", str(REPO / "bin" / "realbogus_train_stamps.py"),
-           *_common_args(tmp_path, npz, "ddp"), "--distributed", "--log-level", "WARNING"]
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "bin" / "realbogus_train_stamps.py"),
+        *_common_args(tmp_path, npz, "ddp"),
+        "--distributed",
+        "--log-level",
+        "WARNING",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     single = json.loads((single_run / "model.json").read_text())

@@ -8,8 +8,6 @@ import logging
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from lsst.meas.realbogus import metrics
 from lsst.meas.realbogus.stamp_dataset import ArrayStampSource, StampStore
 from lsst.meas.realbogus.training import (
@@ -21,6 +19,7 @@ from lsst.meas.realbogus.training import (
     split_by_group,
     train_classifier,
 )
+from torch import nn
 
 CHANNELS = ("science", "template", "difference")
 SIZE = 21
@@ -47,16 +46,27 @@ def make_stamps(n: int, seed: int, real_fraction: float = 0.3) -> tuple[np.ndarr
 
 
 def small_config(**kwargs) -> TrainingConfig:
-    base = dict(architecture="rb3_cnn", architecture_kwargs={"widths": (8, 12, 16), "hidden": 16},
-                channels=("template", "science", "difference"), cutout_size=SIZE, epochs=6, batch_size=32,
-                lr=3e-3, patience=3, seed=7, num_threads=1)
+    base = dict(
+        architecture="rb3_cnn",
+        architecture_kwargs={"widths": (8, 12, 16), "hidden": 16},
+        channels=("template", "science", "difference"),
+        cutout_size=SIZE,
+        epochs=6,
+        batch_size=32,
+        lr=3e-3,
+        patience=3,
+        seed=7,
+        num_threads=1,
+    )
     base.update(kwargs)
     return TrainingConfig(**base)
 
 
 @pytest.fixture(scope="module")
 def data() -> tuple[ArrayStampSource, ArrayStampSource, ArrayStampSource]:
-    return tuple(ArrayStampSource(*make_stamps(n, seed), CHANNELS) for n, seed in ((320, 1), (240, 2), (400, 3)))
+    return tuple(
+        ArrayStampSource(*make_stamps(n, seed), CHANNELS) for n, seed in ((320, 1), (240, 2), (400, 3))
+    )
 
 
 def _weights(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from lsst.meas.realbogus.normalization import NormalizationSpec, normalize_stamps
 from lsst.meas.realbogus.stamp_dataset import (
     ArrayStampSource,
@@ -111,3 +110,18 @@ def test_indexed_source(tmp_path) -> None:
     np.testing.assert_array_equal(view.read(np.array([1])), store.read(np.array([1])))
     with pytest.raises(IndexError):
         IndexedStampSource(store, np.array([6]))
+
+
+def test_torch_dataset_with_dataloader() -> None:
+    import torch
+    from lsst.meas.realbogus.stamp_dataset import StampTorchDataset
+    from torch.utils.data import DataLoader
+
+    stamps = _stamps(10, seed=5).astype(np.float32)
+    it = StampBatchIterator(ArrayStampSource(stamps, np.arange(10) % 2, CHANNELS), 4)
+    ds = StampTorchDataset(it)
+    assert len(ds) == 10
+    x, y = next(iter(DataLoader(ds, batch_size=4)))
+    assert x.shape == (4, 4, 9, 9) and x.dtype == torch.float32
+    np.testing.assert_allclose(x.numpy(), it.get_batch(np.arange(4)), rtol=1e-6)
+    np.testing.assert_array_equal(y.numpy(), [0, 1, 0, 1])

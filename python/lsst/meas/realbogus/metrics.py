@@ -269,8 +269,8 @@ def completeness_vs_snr(
     real = labels == 1
     selected = scores >= threshold
     out: dict[str, list[float]] = {
-        k: [] for k in ("bin_low", "bin_high", "snr_median", "n", "n_selected", "completeness",
-                        "completeness_err")
+        k: []
+        for k in ("bin_low", "bin_high", "snr_median", "n", "n_selected", "completeness", "completeness_err")
     }
     for lo, hi in zip(edges[:-1], edges[1:]):
         in_bin = real & (snr >= lo) & (snr < hi)
@@ -374,7 +374,7 @@ def reliability_diagram(probs: Any, labels: Any, n_bins: int = 15) -> dict[str, 
 
 
 def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 15) -> float:
-    """Expected calibration error over equal-width probability bins.
+    """Compute the expected calibration error over equal-width probability bins.
 
     ``ECE = sum_b (n_b / N) |mean_predicted_b - fraction_real_b|``.
 

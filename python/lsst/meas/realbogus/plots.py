@@ -93,7 +93,9 @@ def plot_roc(scores: Any, labels: Any, *, log_fpr: bool = False, label: str | No
     return fig
 
 
-def plot_score_histograms(scores: Any, labels: Any, *, threshold: float | None = None, bins: int = 50) -> Figure:
+def plot_score_histograms(
+    scores: Any, labels: Any, *, threshold: float | None = None, bins: int = 50
+) -> Figure:
     """Histograms of the scores of real and bogus candidates (log counts).
 
     Parameters
@@ -230,7 +232,9 @@ def plot_worst_examples(
     labels = np.asarray(labels).astype(int)
     channels = tuple(channels)
     if stamps.ndim != 4 or stamps.shape[0] != scores.size or stamps.shape[1] != len(channels):
-        raise ValueError(f"stamps shape {stamps.shape} does not fit {scores.size} scores and channels {channels}.")
+        raise ValueError(
+            f"stamps shape {stamps.shape} does not fit {scores.size} scores and channels {channels}."
+        )
     order_names = ("template", "science", "difference")
     missing = [c for c in order_names if c not in channels]
     if missing:
@@ -253,7 +257,7 @@ def plot_worst_examples(
                     continue
                 img = stamps[chosen[r], idx[c]].astype(np.float64)
                 finite = img[np.isfinite(img)]
-                vmin, vmax = (np.percentile(finite, [1, 99.5]) if finite.size else (0.0, 1.0))
+                vmin, vmax = np.percentile(finite, [1, 99.5]) if finite.size else (0.0, 1.0)
                 ax.imshow(img, origin="lower", cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
                 if r == 0:
                     ax.set_title(order_names[c], fontsize=8)

@@ -62,9 +62,13 @@ class StampSource(Protocol):
     def __len__(self) -> int: ...
 
     @property
-    def labels(self) -> np.ndarray: ...
+    def labels(self) -> np.ndarray:
+        """Binary labels (1 = real) of all rows."""
+        ...
 
-    def read(self, indices: np.ndarray) -> np.ndarray: ...
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """Return the stamps of the given rows as float32 in original units."""
+        ...
 
 
 def _as_channels(channels: Sequence[str]) -> tuple[str, ...]:
@@ -120,9 +124,7 @@ class StampStore:
         self.capacity = int(meta["capacity"])
         self._count = int(meta["count"])
         self._mode = mode
-        self._arrays = {
-            name: np.load(self.directory / f"{name}.npy", mmap_mode=mode) for name in _FILES
-        }
+        self._arrays = {name: np.load(self.directory / f"{name}.npy", mmap_mode=mode) for name in _FILES}
         expected = (self.capacity, len(self.channels), self.size, self.size)
         if self._arrays["stamps"].shape != expected or self._arrays["stamps"].dtype != np.float16:
             raise ValueError(
@@ -229,12 +231,15 @@ class StampStore:
         stamps = np.asarray(stamps)
         expected = (len(self.channels), self.size, self.size)
         if stamps.ndim != 4 or stamps.shape[1:] != expected:
-            raise ValueError(f"stamps must have shape (n, {expected[0]}, {self.size}, {self.size}), got "
-                             f"{stamps.shape}.")
+            raise ValueError(
+                f"stamps must have shape (n, {expected[0]}, {self.size}, {self.size}), got {stamps.shape}."
+            )
         n = stamps.shape[0]
         if self._count + n > self.capacity:
-            raise ValueError(f"appending {n} stamps would exceed the capacity {self.capacity} "
-                             f"({self._count} already written).")
+            raise ValueError(
+                f"appending {n} stamps would exceed the capacity {self.capacity} "
+                f"({self._count} already written)."
+            )
         labels = _check_labels(labels, n)
         stamps32 = stamps.astype(np.float32, copy=False)
         with np.errstate(invalid="ignore"):
@@ -377,8 +382,14 @@ class ArrayStampSource:
             The subset.
         """
         idx = np.asarray(indices, dtype=np.int64)
-        return ArrayStampSource(self._stamps[idx], self._labels[idx], self.channels, snr=self.snr[idx],
-                                groups=self.groups[idx], types=self.types[idx])
+        return ArrayStampSource(
+            self._stamps[idx],
+            self._labels[idx],
+            self.channels,
+            snr=self.snr[idx],
+            groups=self.groups[idx],
+            types=self.types[idx],
+        )
 
 
 class IndexedStampSource:

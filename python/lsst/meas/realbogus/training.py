@@ -250,7 +250,9 @@ def init_distributed(device: str = "cpu") -> tuple[int, int]:
     if not dist.is_initialized():
         for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
             if var not in os.environ:
-                raise RuntimeError(f"distributed training needs {var} in the environment; launch with torchrun.")
+                raise RuntimeError(
+                    f"distributed training needs {var} in the environment; launch with torchrun."
+                )
         backend = "nccl" if str(device).startswith("cuda") else "gloo"
         dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size()
@@ -287,8 +289,10 @@ def _as_source(data: Any, channels: Sequence[str], what: str) -> StampSource:
         return data
     if isinstance(data, tuple | list) and len(data) == 2:
         return ArrayStampSource(data[0], data[1], channels)
-    raise TypeError(f"{what} must be a StampStore, an ArrayStampSource or a (stamps, labels) tuple; "
-                    f"got {type(data).__name__}.")
+    raise TypeError(
+        f"{what} must be a StampStore, an ArrayStampSource or a (stamps, labels) tuple; "
+        f"got {type(data).__name__}."
+    )
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -402,7 +406,9 @@ def fold_calibration(module: nn.Module, temperature: float, shift: float) -> Non
         layer.bias.sub_(shift).div_(temperature)
 
 
-def _predict_logits(module: nn.Module, iterator: StampBatchIterator, n: int, device: torch.device) -> np.ndarray:
+def _predict_logits(
+    module: nn.Module, iterator: StampBatchIterator, n: int, device: torch.device
+) -> np.ndarray:
     module.eval()
     out = []
     with torch.no_grad():
@@ -483,8 +489,10 @@ def _load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str
     with safe_open(str(t_path), framework="pt") as f:
         tensor_epoch = (f.metadata() or {}).get("epoch")
     if tensor_epoch != str(state.get("epoch")):
-        raise RuntimeError(f"checkpoint in {directory} is inconsistent: tensors from epoch {tensor_epoch}, "
-                           f"state from epoch {state.get('epoch')}.")
+        raise RuntimeError(
+            f"checkpoint in {directory} is inconsistent: tensors from epoch {tensor_epoch}, "
+            f"state from epoch {state.get('epoch')}."
+        )
     return load_file(str(t_path)), state
 
 
@@ -524,7 +532,7 @@ def _optimizer_from_flat(
 def _epoch_indices(
     labels: np.ndarray, config: TrainingConfig, epoch: int, rank: int, world: int
 ) -> np.ndarray:
-    """Indices this process visits in ``epoch`` (identical across resumes)."""
+    """Return the indices this process visits in ``epoch`` (identical across resumes)."""
     from torch.utils.data import DistributedSampler, WeightedRandomSampler
 
     n = labels.size
@@ -532,7 +540,9 @@ def _epoch_indices(
         n_pos = int(labels.sum())
         w = np.where(labels == 1, 0.5 / n_pos, 0.5 / (n - n_pos))
         gen = torch.Generator().manual_seed(config.seed * 100003 + epoch)
-        drawn = np.fromiter(WeightedRandomSampler(w.tolist(), n, replacement=True, generator=gen), dtype=np.int64)
+        drawn = np.fromiter(
+            WeightedRandomSampler(w.tolist(), n, replacement=True, generator=gen), dtype=np.int64
+        )
         per = math.ceil(n / world)
         padded = np.concatenate([drawn, drawn[: per * world - n]])
         return padded[rank::world]
@@ -622,7 +632,9 @@ def train_classifier(
     val_src = _as_source(val, config.channels, "val")
     for name, src in (("train", train_src), ("val", val_src)):
         if src.size != config.cutout_size:
-            raise ValueError(f"{name} stamps are {src.size} px but config.cutout_size is {config.cutout_size}.")
+            raise ValueError(
+                f"{name} stamps are {src.size} px but config.cutout_size is {config.cutout_size}."
+            )
         if len(src) == 0:
             raise ValueError(f"{name} set is empty.")
     train_labels = np.asarray(train_src.labels).astype(np.int64)
@@ -648,7 +660,9 @@ def train_classifier(
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+            model = DistributedDataParallel(
+                module, device_ids=[device.index] if device.type == "cuda" else None
+            )
         optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
 
@@ -671,8 +685,9 @@ def train_classifier(
                 module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
                 best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
                 _optimizer_from_flat(optimizer, tensors, state["optimizer"])
-                torch.set_rng_state(tensors[f"rng.torch.{rank}"] if f"rng.torch.{rank}" in tensors
-                                    else tensors["rng.torch.0"])
+                torch.set_rng_state(
+                    tensors[f"rng.torch.{rank}"] if f"rng.torch.{rank}" in tensors else tensors["rng.torch.0"]
+                )
                 start_epoch = int(state["epoch"]) + 1
                 best_val_loss = float(state["best_val_loss"])
                 best_epoch = int(state["best_epoch"])
@@ -712,11 +727,23 @@ def train_classifier(
                 best_state = _state_to_cpu(module.state_dict())
             else:
                 stale += 1
-            record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_auc": val_auc,
-                      "seconds": seconds}
+            record = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_auc": val_auc,
+                "seconds": seconds,
+            }
             history.append(record)
-            log.info("Epoch %d: train loss %.4f, val loss %.4f, val AUC %.4f, %.1f s%s", epoch, train_loss,
-                     val_loss, val_auc, seconds, " (best)" if improved else "")
+            log.info(
+                "Epoch %d: train loss %.4f, val loss %.4f, val AUC %.4f, %.1f s%s",
+                epoch,
+                train_loss,
+                val_loss,
+                val_auc,
+                seconds,
+                " (best)" if improved else "",
+            )
             stopped_early = stale > config.patience
             if ckpt_path is not None and rank == 0:
                 tensors = {f"model.{k}": v for k, v in _state_to_cpu(module.state_dict()).items()}
@@ -724,11 +751,21 @@ def train_classifier(
                 opt_tensors, opt_info = _optimizer_to_flat(optimizer)
                 tensors.update(opt_tensors)
                 tensors["rng.torch.0"] = torch.get_rng_state()
-                _save_checkpoint(ckpt_path, tensors, {
-                    "epoch": epoch, "seed": config.seed, "world_size": world, "best_val_loss": best_val_loss,
-                    "best_epoch": best_epoch, "stale": stale, "history": history, "optimizer": opt_info,
-                    "config": config.to_dict(),
-                })
+                _save_checkpoint(
+                    ckpt_path,
+                    tensors,
+                    {
+                        "epoch": epoch,
+                        "seed": config.seed,
+                        "world_size": world,
+                        "best_val_loss": best_val_loss,
+                        "best_epoch": best_epoch,
+                        "stale": stale,
+                        "history": history,
+                        "optimizer": opt_info,
+                        "config": config.to_dict(),
+                    },
+                )
             epoch += 1
         if stopped_early:
             log.info("Early stopping after epoch %d; best epoch %d.", epoch - 1, best_epoch)
@@ -740,20 +777,25 @@ def train_classifier(
         if config.calibrate and stop_after_epoch is None:
             temperature = fit_temperature(val_logits, val_labels, shift)
             if not math.exp(-3.99) < temperature < math.exp(3.99):
-                log.warning("Fitted temperature %.3g is at its bound: the validation set is (nearly) perfectly "
-                            "separated or too small to calibrate on; probabilities will be overconfident.",
-                            temperature)
+                log.warning(
+                    "Fitted temperature %.3g is at its bound: the validation set is (nearly) perfectly "
+                    "separated or too small to calibrate on; probabilities will be overconfident.",
+                    temperature,
+                )
             fold_calibration(module, temperature, shift)
             folded = _predict_logits(module, val_iter, len(val_src), device)
             expected = (val_logits.astype(np.float64) - shift) / temperature
             if not np.allclose(folded, expected, rtol=1e-3, atol=1e-3 * (1 + np.abs(expected).max())):
-                raise RuntimeError(f"architecture {config.architecture!r} is not linear after its final "
-                                   "nn.Linear: calibration cannot be folded into it.")
+                raise RuntimeError(
+                    f"architecture {config.architecture!r} is not linear after its final "
+                    "nn.Linear: calibration cannot be folded into it."
+                )
             val_logits = folded
         val_scores = expit(val_logits.astype(np.float64))
         choice = metrics.threshold_for_purity(val_scores, val_labels, config.target_purity)
-        summary = metrics.summarize(val_scores, val_labels, threshold=choice.threshold,
-                                    target_purity=config.target_purity)
+        summary = metrics.summarize(
+            val_scores, val_labels, threshold=choice.threshold, target_purity=config.target_purity
+        )
         summary.pop("reliability", None)
         provenance = {
             "config": config.to_dict(),
@@ -770,9 +812,20 @@ def train_classifier(
         }
         module = module.to("cpu").eval()
         metadata = _make_metadata(config, spec, arch_kwargs, choice, provenance, summary)
-        log.info("Validation: AUC %.4f, threshold %.4f gives purity %.4f, completeness %.4f, ECE %.4f.",
-                 summary["auc"], choice.threshold, choice.purity, choice.completeness, summary.get("ece", math.nan))
-        return TrainingResult(module=module, metadata=metadata, history=history,
-                              val_scores=val_scores.astype(np.float32), val_labels=val_labels)
+        log.info(
+            "Validation: AUC %.4f, threshold %.4f gives purity %.4f, completeness %.4f, ECE %.4f.",
+            summary["auc"],
+            choice.threshold,
+            choice.purity,
+            choice.completeness,
+            summary.get("ece", math.nan),
+        )
+        return TrainingResult(
+            module=module,
+            metadata=metadata,
+            history=history,
+            val_scores=val_scores.astype(np.float32),
+            val_labels=val_labels,
+        )
     finally:
         torch.set_num_threads(old_threads)

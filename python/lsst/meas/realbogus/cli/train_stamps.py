@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser : `argparse.ArgumentParser`
         The parser.
     """
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("inputs", nargs="+", help="npz stamp files, or one StampStore directory")
     p.add_argument("--output", required=True, help="model package to write (.safetensors)")
     p.add_argument("--metrics", default=None, help="metrics JSON to write (default: OUTPUT with .json)")
@@ -52,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--architecture", default="rb3_cnn", help="architecture registry name")
     p.add_argument("--architecture-kwargs", default="{}", help="JSON dict of architecture arguments")
-    p.add_argument("--channels", default="template,science,difference",
-                   help="comma-separated model channel order")
+    p.add_argument(
+        "--channels", default="template,science,difference", help="comma-separated model channel order"
+    )
     p.add_argument("--normalization", default=None, help="JSON dict of NormalizationSpec parameters")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128, help="per process")
@@ -63,8 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="disable the 8 rotations/flips")
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split", type=float, nargs=3, default=(0.7, 0.15, 0.15),
-                   metavar=("TRAIN", "VAL", "TEST"), help="fractions of groups (visits)")
+    p.add_argument(
+        "--split",
+        type=float,
+        nargs=3,
+        default=(0.7, 0.15, 0.15),
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="fractions of groups (visits)",
+    )
     p.add_argument("--target-purity", type=float, default=0.99)
     p.add_argument("--num-threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
@@ -102,8 +110,10 @@ def load_inputs(paths: Sequence[str]) -> Any:
                     raise ValueError(f"{path} has no {key!r} array (keys: {sorted(data.keys())}).")
             stamps = data["stamps"]
             if stamps.ndim != 4 or stamps.shape[1] != 3 or stamps.shape[2] != stamps.shape[3]:
-                raise ValueError(f"{path}: stamps must have shape (N, 3, S, S) in the order "
-                                 f"{ALERT_CHANNELS}; got {stamps.shape}.")
+                raise ValueError(
+                    f"{path}: stamps must have shape (N, 3, S, S) in the order "
+                    f"{ALERT_CHANNELS}; got {stamps.shape}."
+                )
             n = stamps.shape[0]
             parts["stamps"].append(stamps)
             parts["labels"].append(np.asarray(data["labels"]).reshape(n))
@@ -117,12 +127,19 @@ def load_inputs(paths: Sequence[str]) -> Any:
     if len(sizes) != 1:
         raise ValueError(f"input files have different stamp sizes {sorted(sizes)}.")
     cat = {k: np.concatenate(v) for k, v in parts.items() if v and has.get(k, True)}
-    return ArrayStampSource(cat["stamps"], cat["labels"], ALERT_CHANNELS, snr=cat.get("snr"),
-                            groups=cat.get("groups"), types=cat.get("types"))
+    return ArrayStampSource(
+        cat["stamps"],
+        cat["labels"],
+        ALERT_CHANNELS,
+        snr=cat.get("snr"),
+        groups=cat.get("groups"),
+        types=cat.get("types"),
+    )
 
 
-def _write_plots(plots_dir: Path, source: Any, scores: np.ndarray, labels: np.ndarray,
-                 threshold: float, prefix: str) -> list[str]:
+def _write_plots(
+    plots_dir: Path, source: Any, scores: np.ndarray, labels: np.ndarray, threshold: float, prefix: str
+) -> list[str]:
     from .. import plots
 
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -135,12 +152,17 @@ def _write_plots(plots_dir: Path, source: Any, scores: np.ndarray, labels: np.nd
     snr = np.asarray(getattr(source, "snr", np.full(labels.size, np.nan)), dtype=np.float64)
     if np.any(np.isfinite(snr) & (labels == 1)):
         ok = np.isfinite(snr)
-        figures["completeness_snr"] = plots.plot_completeness_vs_snr(scores[ok], labels[ok], snr[ok], threshold)
+        figures["completeness_snr"] = plots.plot_completeness_vs_snr(
+            scores[ok], labels[ok], snr[ok], threshold
+        )
     n_show = 5
-    worst = np.r_[np.nonzero(labels == 0)[0][np.argsort(-scores[labels == 0])][:n_show],
-                  np.nonzero(labels == 1)[0][np.argsort(scores[labels == 1])][:n_show]]
-    figures["worst"] = plots.plot_worst_examples(source.read(worst), scores[worst], labels[worst],
-                                                 channels=source.channels, n=n_show)
+    worst = np.r_[
+        np.nonzero(labels == 0)[0][np.argsort(-scores[labels == 0])][:n_show],
+        np.nonzero(labels == 1)[0][np.argsort(scores[labels == 1])][:n_show],
+    ]
+    figures["worst"] = plots.plot_worst_examples(
+        source.read(worst), scores[worst], labels[worst], channels=source.channels, n=n_show
+    )
     written = []
     for name, fig in figures.items():
         path = plots_dir / f"{prefix}{name}.png"
@@ -163,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success.
     """
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s"
+    )
     from .. import metrics
     from ..model_package import save_model_package
     from ..normalization import NormalizationSpec
@@ -191,47 +215,87 @@ def main(argv: Sequence[str] | None = None) -> int:
             groups = np.arange(len(source))
         train_idx, val_idx, test_idx = split_by_group(groups, args.split, seed=args.seed)
         config = TrainingConfig(
-            architecture=args.architecture, architecture_kwargs=arch_kwargs, channels=channels,
-            cutout_size=int(source.size), normalization=spec, epochs=args.epochs, batch_size=args.batch_size,
-            lr=args.lr, weight_decay=args.weight_decay, class_balance=args.class_balance,
-            augment=not args.no_augment, patience=args.patience, seed=args.seed,
-            target_purity=args.target_purity, num_threads=args.num_threads, device=args.device,
+            architecture=args.architecture,
+            architecture_kwargs=arch_kwargs,
+            channels=channels,
+            cutout_size=int(source.size),
+            normalization=spec,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            class_balance=args.class_balance,
+            augment=not args.no_augment,
+            patience=args.patience,
+            seed=args.seed,
+            target_purity=args.target_purity,
+            num_threads=args.num_threads,
+            device=args.device,
             version=args.model_version,
         )
         train_src = IndexedStampSource(source, train_idx)
         val_src = IndexedStampSource(source, val_idx)
-        _LOG.info("Training on %d candidates, validating on %d, testing on %d (%d processes).",
-                  len(train_idx), len(val_idx), len(test_idx), world)
-        result = train_classifier(train_src, val_src, config, checkpoint_dir=args.checkpoint_dir,
-                                  resume=not args.no_resume)
+        _LOG.info(
+            "Training on %d candidates, validating on %d, testing on %d (%d processes).",
+            len(train_idx),
+            len(val_idx),
+            len(test_idx),
+            world,
+        )
+        result = train_classifier(
+            train_src, val_src, config, checkpoint_dir=args.checkpoint_dir, resume=not args.no_resume
+        )
         if rank != 0:
             return 0
         meta = result.metadata
         report: dict[str, Any] = {
             "inputs": [str(p) for p in args.inputs],
-            "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "n_test": int(len(test_idx)),
-            "validation": metrics.summarize(result.val_scores, result.val_labels,
-                                            snr=getattr(val_src, "snr", None),
-                                            types=getattr(val_src, "types", None),
-                                            threshold=meta.threshold, target_purity=args.target_purity),
+            "n_train": int(len(train_idx)),
+            "n_val": int(len(val_idx)),
+            "n_test": int(len(test_idx)),
+            "validation": metrics.summarize(
+                result.val_scores,
+                result.val_labels,
+                snr=getattr(val_src, "snr", None),
+                types=getattr(val_src, "types", None),
+                threshold=meta.threshold,
+                target_purity=args.target_purity,
+            ),
             "history": result.history,
         }
         plots_dir = Path(args.plots_dir) if args.plots_dir else None
         test_labels = np.asarray(source.labels)[test_idx].astype(int) if len(test_idx) else np.zeros(0, int)
         if len(test_idx) and 0 < test_labels.sum() < test_labels.size:
             test_src = IndexedStampSource(source, test_idx)
-            test_scores = predict_scores(result.module, test_src, channels, config.normalization
-                                         if config.normalization is not None else NormalizationSpec(),
-                                         device=args.device)
-            report["test"] = metrics.summarize(test_scores, test_labels, snr=test_src.snr, types=test_src.types,
-                                               threshold=meta.threshold, target_purity=args.target_purity)
+            test_scores = predict_scores(
+                result.module,
+                test_src,
+                channels,
+                config.normalization if config.normalization is not None else NormalizationSpec(),
+                device=args.device,
+            )
+            report["test"] = metrics.summarize(
+                test_scores,
+                test_labels,
+                snr=test_src.snr,
+                types=test_src.types,
+                threshold=meta.threshold,
+                target_purity=args.target_purity,
+            )
             if plots_dir is not None:
-                report["plots"] = _write_plots(plots_dir, test_src, test_scores, test_labels, meta.threshold,
-                                               "test_")
+                report["plots"] = _write_plots(
+                    plots_dir, test_src, test_scores, test_labels, meta.threshold, "test_"
+                )
         elif plots_dir is not None:
             _LOG.warning("Test split lacks one class; plotting the validation set instead.")
-            report["plots"] = _write_plots(plots_dir, val_src, result.val_scores.astype(np.float64),
-                                           result.val_labels, meta.threshold, "val_")
+            report["plots"] = _write_plots(
+                plots_dir,
+                val_src,
+                result.val_scores.astype(np.float64),
+                result.val_labels,
+                meta.threshold,
+                "val_",
+            )
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         save_model_package(output, result.module, meta)
