@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.table import Table
 from astropy.wcs import WCS
-from scipy.signal import fftconvolve
+from scipy import fft as sp_fft
 
 from ..ids import MAX_DETECTOR, MAX_VISIT, make_source_ids
 from ..mask_planes import EDGE, NO_DATA, SAT
@@ -174,21 +174,31 @@ def _add_points(image: np.ndarray, config: SurveyConfig, model: PsfModel, xs: np
 
 def _convolve_layer(layer: np.ndarray, config: SurveyConfig, model: PsfModel,
                     offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """Convolve a layer with the PSF model, bilinearly blending corner kernels if the PSF varies."""
+    """Convolve a layer with the PSF model, bilinearly blending corner kernels if the PSF varies.
+
+    The layer's FFT is computed once and reused for every kernel.
+    """
     size = _conv_kernel_size(config, model.fwhm * 1.1)
     varies = any(abs(g) > 0 for g in (model.dfwhm_x, model.dfwhm_y, model.dg1, model.dg2))
-    if not varies or min(config.width, config.height) < 512:
-        k = draw_kernel(model.profile(), size, config.pixel_scale, offset)
-        return fftconvolve(layer, k.astype(np.float32), mode="same").astype(np.float32)
     h, w = layer.shape
+    half = size // 2
+    shape = (sp_fft.next_fast_len(h + size - 1, real=True), sp_fft.next_fast_len(w + size - 1, real=True))
+    layer_ft = sp_fft.rfft2(layer.astype(np.float32), s=shape, workers=1)
+
+    def conv(kernel: np.ndarray) -> np.ndarray:
+        k_ft = sp_fft.rfft2(kernel.astype(np.float32), s=shape, workers=1)
+        full = sp_fft.irfft2(layer_ft * k_ft, s=shape, workers=1)
+        return full[half:half + h, half:half + w].astype(np.float32, copy=False)
+
+    if not varies or min(config.width, config.height) < 512:
+        return conv(draw_kernel(model.profile(), size, config.pixel_scale, offset))
     uu = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
     vv = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
-    out = np.zeros_like(layer)
+    out = np.zeros((h, w), dtype=np.float32)
     for cu in (-1.0, 1.0):
         for cv in (-1.0, 1.0):
-            k = draw_kernel(model.profile(cu, cv), size, config.pixel_scale, offset).astype(np.float32)
-            wgt = ((1 + cu * uu) / 2) * ((1 + cv * vv) / 2)
-            out += fftconvolve(layer, k, mode="same").astype(np.float32) * wgt
+            k = draw_kernel(model.profile(cu, cv), size, config.pixel_scale, offset)
+            out += conv(k) * (((1 + cu * uu) / 2) * ((1 + cv * vv) / 2))
     return out
 
 
