@@ -83,7 +83,7 @@ class TransiNetUNet(nn.Module):
         head_in = widths[1] + widths[0]
         self.head_hidden = nn.Conv2d(head_in, widths[0], kernel_size=1)
         self.head_out = nn.Conv2d(widths[0], 1, kernel_size=1)
-        nn.init.zeros_(self.head_out.weight)
+        nn.init.normal_(self.head_out.weight, std=0.01)
         nn.init.constant_(self.head_out.bias, -4.0)  # start near p = 0.02: positives are rare.
 
     @property

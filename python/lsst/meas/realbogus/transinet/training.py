@@ -6,7 +6,7 @@ normalised once as a whole (`normalization.normalize_pair`, exactly as at
 inference), and its per-pixel targets and loss weights are built
 (`targets.build_targets`).  Every epoch draws random square crops (a fraction of
 them centred near a transient), applies one of the 8 dihedral transforms to each,
-and minimises a weighted focal (or BCE) loss with Adam.  Validation computes the
+and minimises a weighted binary cross-entropy (or focal) loss with Adam.  Validation computes the
 same weighted loss on the whole held-out images (no augmentation); the best
 epoch is kept and training stops early after ``patience`` epochs without
 improvement.
@@ -70,7 +70,9 @@ class TransiNetTrainingConfig:
     learning_rate, weight_decay : `float`
         Adam parameters.
     loss : `str`
-        ``"focal"`` or ``"bce"`` (both per-pixel weighted, soft targets).
+        ``"bce"`` or ``"focal"`` (both per-pixel weighted, soft targets).  In
+        our small experiments the focal loss stalled at the all-negative
+        solution while weighted BCE learned, hence the default.
     focal_gamma : `float`
         Focal-loss exponent.
     positive_weight, artifact_weight : `float`
@@ -97,9 +99,9 @@ class TransiNetTrainingConfig:
     patience: int = 5
     learning_rate: float = 3e-3
     weight_decay: float = 0.0
-    loss: str = "focal"
+    loss: str = "bce"
     focal_gamma: float = 2.0
-    positive_weight: float = 5.0
+    positive_weight: float = 20.0
     artifact_weight: float = 5.0
     min_snr: float | None = None
     augment: bool = True
