@@ -17,7 +17,7 @@ from .basis import alard_lupton_basis
 from .config import SubtractionConfig
 from .convolution import convolve_same
 from .kernel_fit import KernelSolution, fit_kernel
-from .psf import check_psf, gaussian_kernel, psf_sigma
+from .psf import check_psf, gaussian_kernel, psf_moment_sigma, psf_sigma
 from .stamps import select_stamp_stars
 
 _LOG = logging.getLogger(__name__)
@@ -197,11 +197,22 @@ def subtract_images(
     # Kernel basis.
     sigma_match = math.sqrt(abs(sigma_tgt**2 - sigma_ref**2))
     basis_sigmas = [max(f * sigma_match, config.min_basis_sigma) for f in config.basis_sigma_factors]
+    basis_degrees = list(config.basis_degrees)
     if config.kernel_half_width is not None:
         half = config.kernel_half_width
     else:
         half = int(np.clip(math.ceil(config.kernel_size_factor * max(basis_sigmas)), 3, 30))
-    basis = alard_lupton_basis(basis_sigmas, config.basis_degrees, half)
+    use_halo = config.halo_basis
+    if use_halo is None:
+        tgt_psf = psf_sci if mode == "template" else psf_tmpl
+        use_halo = psf_moment_sigma(tgt_psf) > config.halo_wing_ratio * psf_sigma(tgt_psf)
+    if use_halo:
+        halo_sigma = max(config.halo_sigma_factor * sigma_match, config.min_basis_sigma)
+        basis_sigmas.append(halo_sigma)
+        basis_degrees.append(config.halo_degree)
+        if config.kernel_half_width is None:
+            half = int(np.clip(max(half, math.ceil(2.5 * halo_sigma)), 3, 30))
+    basis = alard_lupton_basis(basis_sigmas, basis_degrees, half)
     stamp_half = config.stamp_half_width or half + max(3, math.ceil(3.0 * max(sigma_tgt, sigma_ref)))
 
     # Unusable pixels.
@@ -300,6 +311,7 @@ def subtract_images(
         "kernel_sum": solution.kernel_sum,
         "kernel_half_width": half,
         "basis_sigmas": basis_sigmas,
+        "halo_basis": bool(use_halo),
         "spatial_order": solution.spatial_order,
         "n_stamps_found": n_found,
         "stamp_chi2_median": float(np.median(used_chi2)) if used_chi2.size else float("nan"),
