@@ -117,6 +117,7 @@ def test_cli_rejects_bad_npz(tmp_path) -> None:
         main([str(tmp_path / "nolabels.npz"), "--output", str(tmp_path / "m.safetensors")])
 
 
+@pytest.mark.slow
 def test_cli_distributed_two_processes(single_run, tmp_path) -> None:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     assert torchrun is not None, "torchrun not found next to the Python interpreter"

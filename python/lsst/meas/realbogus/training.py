@@ -541,7 +541,7 @@ def _epoch_indices(
         w = np.where(labels == 1, 0.5 / n_pos, 0.5 / (n - n_pos))
         gen = torch.Generator().manual_seed(config.seed * 100003 + epoch)
         drawn = np.fromiter(
-            WeightedRandomSampler(w.tolist(), n, replacement=True, generator=gen), dtype=np.int64
+            WeightedRandomSampler(torch.from_numpy(w), n, replacement=True, generator=gen), dtype=np.int64
         )
         per = math.ceil(n / world)
         padded = np.concatenate([drawn, drawn[: per * world - n]])
