@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ArtifactRow", "add_bad_columns", "add_cosmic_rays", "add_hot_pixels", "add_nan_regions",
+__all__ = ["ArtifactRow", "add_bad_columns", "add_diffraction_spikes", "add_cosmic_rays", "add_hot_pixels", "add_nan_regions",
            "add_satellite_trail", "apply_saturation"]
 
 from dataclasses import dataclass
@@ -295,4 +295,58 @@ def apply_saturation(electrons: np.ndarray, mask: np.ndarray, full_well: float,
         while hi < h - 1 and col[hi + 1]:
             hi += 1
         rows.append(ArtifactRow("bleed_trail", float(ix), float(lo), float(ix), float(hi)))
+    return rows
+
+
+def add_diffraction_spikes(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, fluxes: np.ndarray, angle: float,
+                           pixel_noise: float, strength: float = 0.004) -> list[ArtifactRow]:
+    """Add four-armed diffraction spikes to bright stars (science epoch only).
+
+    The spikes rotate with the camera from visit to visit, so a coadded template
+    does not contain them and they leave residuals in the difference image.
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`
+        Noiseless science model (nJy), modified in place.
+    xs, ys, fluxes : `numpy.ndarray`
+        Star positions and fluxes.
+    angle : `float`
+        Spike position angle (radians) of this visit.
+    pixel_noise : `float`
+        Per-pixel sky noise (nJy): arms are drawn out to where they fall below a third of it.
+    strength : `float`
+        Arm surface brightness is ``strength * flux / (r + 2)**2`` per pixel at ``r`` pixels.
+
+    Returns
+    -------
+    rows : `list` [`ArtifactRow`]
+        One ``psf_residual`` row per arm, from the star to the arm end.
+    """
+    h, w = image.shape
+    rows = []
+    sigma = 0.7
+    for x, y, f in zip(xs, ys, fluxes):
+        length = np.sqrt(strength * f / (0.3 * pixel_noise)) - 2.0
+        if length < 8:
+            continue
+        length = min(length, 400.0)
+        r = int(np.ceil(length)) + 3
+        ix, iy = int(round(x)), int(round(y))
+        x0, x1, y0, y1 = max(0, ix - r), min(w, ix + r + 1), max(0, iy - r), min(h, iy + r + 1)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        dx, dy = gx - x, gy - y
+        stamp = np.zeros(gx.shape, dtype=np.float32)
+        for k in range(4):
+            th = angle + k * np.pi / 2
+            along = dx * np.cos(th) + dy * np.sin(th)
+            perp = -dx * np.sin(th) + dy * np.cos(th)
+            arm = (along > 1.0) & (along < length)
+            stamp += np.where(arm, strength * f / (np.abs(along) + 2.0) ** 2
+                              * np.exp(-0.5 * (perp / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma), 0.0)
+            rows.append(ArtifactRow("psf_residual", float(x), float(y), float(x + length * np.cos(th)),
+                                    float(y + length * np.sin(th))))
+        image[y0:y1, x0:x1] += stamp
     return rows

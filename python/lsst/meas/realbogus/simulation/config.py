@@ -112,6 +112,8 @@ class SurveyConfig:
     """Range of the per-visit global template/science misregistration amplitude (pixels)."""
     sky_residual: float = 0.05
     """RMS amplitude, in units of the sky pixel noise, of the planar sky-subtraction residual."""
+    diffraction_spikes: bool = True
+    """Whether bright stars get four-armed diffraction spikes that rotate between visits."""
     brighter_fatter: float = 0.04
     """Fractional FWHM increase of a star whose peak reaches saturation (PSF-mismatch residuals)."""
     edge_width: int = 4

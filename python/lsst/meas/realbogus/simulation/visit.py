@@ -15,7 +15,7 @@ from scipy import fft as sp_fft
 
 from ..ids import MAX_DETECTOR, MAX_VISIT, make_source_ids
 from ..mask_planes import EDGE, NO_DATA, SAT
-from .artifacts import (ArtifactRow, add_bad_columns, add_cosmic_rays, add_hot_pixels, add_nan_regions,
+from .artifacts import (ArtifactRow, add_bad_columns, add_diffraction_spikes, add_cosmic_rays, add_hot_pixels, add_nan_regions,
                         add_satellite_trail, apply_saturation)
 from .config import SurveyConfig
 from .psf import PsfModel, draw_kernel, draw_psf_model, effective_sigma
@@ -381,6 +381,13 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     for k in np.nonzero(inside & (res_snr > config.residual_snr_threshold))[0]:
         add_row("artifact", "psf_residual", sx[k], sy[k])
 
+    # Diffraction spikes of bright stars, rotating with the camera from visit to visit.
+    pix_noise = float(np.sqrt(sky_e + rn ** 2) * c)
+    if config.diffraction_spikes:
+        spike_angle = float(rng_psf.uniform(0, np.pi / 2))
+        for r_ in add_diffraction_spikes(science, sx, sy, star_flux, spike_angle, pix_noise):
+            add_row("artifact", r_.type, r_.x, r_.y, x1=r_.x1, y1=r_.y1)
+
     # Variance of the static scene (for target transient fluxes).
     var_t = tmpl.planes.variance
     base_var = (np.maximum(science, 0) / c + sky_e + rn ** 2) * (c * c) + var_t
@@ -389,8 +396,16 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     trans = np.zeros_like(science)
     lo_snr, hi_snr = config.transient_snr_range
 
-    def target_snr() -> float:
-        return float(np.exp(rng_tr.uniform(np.log(lo_snr), np.log(hi_snr))))
+    kappa = float(np.sum(kernel ** 3) / np.sum(kernel ** 2) ** 2)
+    source_var_per_njy = c * kappa * (1 + 1 / depth)
+
+    def target_flux(sig: float) -> float:
+        """Flux whose expected SNR, including its own photon noise, is a log-uniform draw."""
+        s = float(np.exp(rng_tr.uniform(np.log(lo_snr), np.log(hi_snr))))
+        if not np.isfinite(sig):
+            return s
+        b = s * s * source_var_per_njy
+        return 0.5 * (b + np.sqrt(b * b + 4 * s * s * sig * sig))
 
     af = config.area_factor
     margin = 3 * fwhm_pix + 5
@@ -410,7 +425,7 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
         else:
             x, y = rng_tr.uniform(0, w - 1), rng_tr.uniform(0, h - 1)
         sig, _ = _psf_flux_sigma(config, model, base_var, x, y)
-        add_row("transient", "hostless", x, y, target_snr() * sig)
+        add_row("transient", "hostless", x, y, target_flux(sig))
     gx, gy = scene.gal_x + dx, scene.gal_y + dy
     gmag = scene.gal_mag[:, ib]
     hosts = np.nonzero((gx > 2) & (gx < w - 3) & (gy > 2) & (gy < h - 3) & (gmag < 24.5))[0]
@@ -427,12 +442,12 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
                     x, y = gx[k] + rng_tr.normal(0, 0.05), gy[k] + rng_tr.normal(0, 0.05)
                 x, y = float(np.clip(x, 0, w - 1)), float(np.clip(y, 0, h - 1))
                 sig, _ = _psf_flux_sigma(config, model, base_var, x, y)
-                add_row("transient", typ, x, y, target_snr() * sig, host=int(scene.gal_id[k]))
+                add_row("transient", typ, x, y, target_flux(sig), host=int(scene.gal_id[k]))
     var_idx = np.nonzero(scene.star_is_variable & (sx >= 0) & (sx <= w - 1) & (sy >= 0) & (sy <= h - 1))[0]
     var_df = np.zeros(len(var_idx))
     for j, k in enumerate(var_idx):
         sig, _ = _psf_flux_sigma(config, model, base_var, sx[k], sy[k])
-        df = target_snr() * sig
+        df = target_flux(sig)
         if rng_tr.uniform() < 0.5:
             df = -min(df, 0.95 * star_flux[k])
             typ = "variable_fade"
@@ -445,7 +460,7 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
         x, y = rng_tr.uniform(0, w - 1), rng_tr.uniform(0, h - 1)
         length = 0.0 if rng_tr.uniform() < 0.4 else float(np.exp(rng_tr.uniform(np.log(1.5), np.log(6 * fwhm_pix))))
         sig, _ = _psf_flux_sigma(config, model, base_var, x, y)
-        flux = target_snr() * sig * (1 + length / (2 * fwhm_pix))
+        flux = target_flux(sig) * (1 + length / (2 * fwhm_pix))
         th = rng_tr.uniform(0, np.pi)
         npts = max(1, int(np.ceil(2 * length)) + 1)
         t = np.linspace(-0.5, 0.5, npts) * length if npts > 1 else np.zeros(1)
@@ -485,7 +500,6 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     image = ((electrons - sky_e) * c).astype(np.float32)
     del electrons
     # Imperfect sky subtraction: a faint plane.
-    pix_noise = float(np.sqrt((sky_e + rn ** 2)) * c)
     a0, a1, a2 = rng_art.normal(0, config.sky_residual * pix_noise, size=3)
     image += (a0 + a1 * np.linspace(-1, 1, w, dtype=np.float32)[None, :]
               + a2 * np.linspace(-1, 1, h, dtype=np.float32)[:, None])
