@@ -219,3 +219,32 @@ def test_sharper_science_convolves_science(caplog):
     assert forced.metrics["ill_posed"] is True
     assert "ill-posed" in caplog.text
     assert np.all(np.isfinite(forced.image[forced.mask == 0]))
+
+
+def test_halo_basis_for_psf_with_wings():
+    """A science PSF with a broad halo needs the broad basis member to conserve flux."""
+    rng = np.random.default_rng(10)
+    shape = (400, 400)
+    n = 150
+    xs, ys = rng.uniform(10, 390, n), rng.uniform(10, 390, n)
+    fl = 10 ** rng.uniform(3.7, 5.3, n)
+    sci = 0.9 * render(shape, xs, ys, fl, 2.0) + 0.1 * render(shape, xs, ys, fl, 6.0)
+    tmp = render(shape, xs, ys, fl, 1.3)
+    var_sci, var_tmp = 100.0**2 + sci, 30.0**2 + 0.1 * tmp
+    inputs = dict(
+        science_image=sci + rng.normal(size=shape) * np.sqrt(var_sci), science_variance=var_sci,
+        science_mask=np.zeros(shape, np.int32),
+        template_image=tmp + rng.normal(size=shape) * np.sqrt(var_tmp), template_variance=var_tmp,
+        template_mask=np.zeros(shape, np.int32),
+        science_psf=0.9 * gaussian_kernel(2.0, 20) + 0.1 * gaussian_kernel(6.0, 20),
+        template_psf=gaussian_kernel(1.3, 8),
+    )
+    auto = subtract_images(**inputs)
+    assert auto.metrics["halo_basis"] is True
+    assert auto.metrics["kernel_half_width"] > 15
+    without = subtract_images(**inputs, config=SubtractionConfig(halo_basis=False))
+    assert abs(auto.metrics["kernel_sum"] - 1.0) < 0.006
+    assert abs(auto.metrics["kernel_sum"] - 1.0) < abs(without.metrics["kernel_sum"] - 1.0)
+    # A Gaussian science PSF does not trigger it.
+    plain, _, _ = make_pair(shape=(200, 200), n_stars=40, seed=17)
+    assert subtract_images(**plain).metrics["halo_basis"] is False

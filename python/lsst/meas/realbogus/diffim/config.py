@@ -62,6 +62,9 @@ class SubtractionConfig:
         Half size of the fitted stamps; `None` uses the kernel half width plus ``ceil(3 * sigma)`` of
         the broader PSF (at least 3), so that the stamps include sky beyond the kernel's reach and the
         kernel wings are not degenerate with the background.
+    isolation_factor : `float`
+        A stamp star must be the brightest peak within this many sigmas of the broader PSF (fainter
+        neighbours are harmless: the fit convolves the whole stamp region).
     star_snr_min : `float`
         Minimum peak signal-to-noise (in the template, after PSF smoothing) of a stamp star.
     clip_sigma : `float`
@@ -98,6 +101,7 @@ class SubtractionConfig:
     stamp_grid: int = 4
     min_stamps: int = 5
     stamp_half_width: int | None = None
+    isolation_factor: float = 5.0
     star_snr_min: float = 30.0
     clip_sigma: float = 4.0
     clip_iterations: int = 3

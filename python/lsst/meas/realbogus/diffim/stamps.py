@@ -19,11 +19,12 @@ def select_stamp_stars(
     grid: int = 4,
     snr_min: float = 30.0,
     core_half_width: int = 2,
+    isolation_half_width: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Find bright, isolated, unmasked peaks to centre kernel-fitting stamps on.
 
     Peaks are local maxima of the image smoothed by a Gaussian of width ``sigma`` that are the
-    brightest point within ``half_window`` pixels, lie at least ``half_window`` from the border,
+    brightest point within ``isolation_half_width`` pixels, lie at least ``half_window`` from the border,
     have no bad pixel in their core and a smoothed signal-to-noise above ``snr_min``.  The
     brightest peaks of each cell of a ``grid × grid`` division of the detector are taken first,
     so that the stamps cover the detector; remaining slots go to the brightest others.
@@ -46,6 +47,9 @@ def select_stamp_stars(
         Minimum smoothed peak signal-to-noise.
     core_half_width : `int`, optional
         Half size of the core box that must be free of bad pixels.
+    isolation_half_width : `int`, optional
+        Half size of the box in which the star must be the brightest peak; defaults to
+        ``half_window``.
 
     Returns
     -------
@@ -60,7 +64,8 @@ def select_stamp_stars(
     smooth = ndimage.gaussian_filter(clean, max(sigma, 0.5), mode="constant")
     pixel_sigma = float(np.sqrt(np.median(variance[good])))
     smooth_noise = pixel_sigma / (2.0 * np.sqrt(np.pi) * max(sigma, 0.5))
-    size = 2 * half_window + 1
+    iso = half_window if isolation_half_width is None else isolation_half_width
+    size = 2 * iso + 1
     local_max = smooth == ndimage.maximum_filter(smooth, size=size, mode="constant", cval=-np.inf)
     core_bad = ndimage.maximum_filter((~good).astype(np.uint8), size=2 * core_half_width + 1) > 0
     candidate = local_max & ~core_bad & (smooth > snr_min * smooth_noise)

@@ -235,6 +235,7 @@ def subtract_images(
     star_y, star_x = select_stamp_stars(
         tmp_img, tmp_var, fit_bad, sigma_tmpl, stamp_half + half,
         n_stamps=config.n_stamps, grid=config.stamp_grid, snr_min=config.star_snr_min,
+        isolation_half_width=max(3, math.ceil(config.isolation_factor * max(sigma_tgt, sigma_ref))),
     )
     n_found = int(star_y.size)
     spatial_order = config.spatial_order
