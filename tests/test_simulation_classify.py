@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.table import Table
-
 from lsst.meas.realbogus.simulation import classify_negatives, simulate_visit, small_test_config
 
 
@@ -15,29 +14,44 @@ def _truth(rows):
 
 
 def test_points_segments_and_boxes():
-    truth = _truth([
-        ("artifact", "hot_pixel", 10.0, 10.0, 10.0, 10.0),
-        ("artifact", "satellite_trail", 0.0, 50.0, 100.0, 150.0),
-        ("artifact", "nan_region", 200.0, 200.0, 220.0, 230.0),
-        ("artifact", "edge", 0.0, 0.0, 299.0, 3.0),
-        ("transient", "hostless", 150.0, 20.0, 150.0, 20.0),
-    ])
+    truth = _truth(
+        [
+            ("artifact", "hot_pixel", 10.0, 10.0, 10.0, 10.0),
+            ("artifact", "satellite_trail", 0.0, 50.0, 100.0, 150.0),
+            ("artifact", "nan_region", 200.0, 200.0, 220.0, 230.0),
+            ("artifact", "edge", 0.0, 0.0, 299.0, 3.0),
+            ("transient", "hostless", 150.0, 20.0, 150.0, 20.0),
+        ]
+    )
     x = np.array([11.0, 50.0, 49.0, 210.0, 223.0, 150.0, 120.0, 60.0, 226.0])
     y = np.array([10.5, 100.0, 102.0, 215.0, 215.0, 1.0, 20.0, 60.0, 215.0])
     out = classify_negatives(truth, x, y, radius_pix=3.0)
-    assert out.tolist() == ["hot_pixel", "satellite_trail", "satellite_trail", "nan_region", "nan_region", "edge",
-                            "other", "other", "other"]
+    assert out.tolist() == [
+        "hot_pixel",
+        "satellite_trail",
+        "satellite_trail",
+        "nan_region",
+        "nan_region",
+        "edge",
+        "other",
+        "other",
+        "other",
+    ]
     # Beyond the segment end the distance is to the end point.
-    assert classify_negatives(truth, np.array([102.0]), np.array([152.0]), 3.0).tolist() == ["satellite_trail"]
+    assert classify_negatives(truth, np.array([102.0]), np.array([152.0]), 3.0).tolist() == [
+        "satellite_trail"
+    ]
     assert classify_negatives(truth, np.array([105.0]), np.array([155.0]), 3.0).tolist() == ["other"]
 
 
 def test_nearest_artifact_wins_and_transients_ignored():
-    truth = _truth([
-        ("artifact", "cosmic_ray", 10.0, 10.0, 20.0, 10.0),
-        ("artifact", "hot_pixel", 14.0, 12.0, 14.0, 12.0),
-        ("transient", "hostless", 14.0, 10.5, 14.0, 10.5),
-    ])
+    truth = _truth(
+        [
+            ("artifact", "cosmic_ray", 10.0, 10.0, 20.0, 10.0),
+            ("artifact", "hot_pixel", 14.0, 12.0, 14.0, 12.0),
+            ("transient", "hostless", 14.0, 10.5, 14.0, 10.5),
+        ]
+    )
     out = classify_negatives(truth, np.array([14.0, 14.0]), np.array([10.4, 11.8]), radius_pix=2.5)
     assert out.tolist() == ["cosmic_ray", "hot_pixel"]
 

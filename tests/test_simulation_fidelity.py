@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from lsst.meas.realbogus.simulation import PsfModel, simulate_visit, small_test_config
 
 SIZE = 384
@@ -14,11 +13,23 @@ SIZE = 384
 def empty_sky_visits():
     """Visits with only hostless transients on empty sky and a Gaussian PSF (exact PSF photometry)."""
     config = small_test_config(
-        SIZE, star_density=0.0, galaxy_density=0.0, n_variable_per_detector=0.0, n_hostless_per_detector=3000.0,
-        n_galaxy_offset_per_detector=0.0, n_galaxy_nuclear_per_detector=0.0, n_moving_per_detector=0.0,
-        n_cosmic_rays_per_detector=0.0, n_hot_pixels_per_detector=0.0, n_bad_columns_per_detector=0.0,
-        satellite_probability=0.0, nan_region_probability=0.0, psf_variation=0.0, sky_residual=0.0,
-        psf_kinds=("gaussian",))
+        SIZE,
+        star_density=0.0,
+        galaxy_density=0.0,
+        n_variable_per_detector=0.0,
+        n_hostless_per_detector=3000.0,
+        n_galaxy_offset_per_detector=0.0,
+        n_galaxy_nuclear_per_detector=0.0,
+        n_moving_per_detector=0.0,
+        n_cosmic_rays_per_detector=0.0,
+        n_hot_pixels_per_detector=0.0,
+        n_bad_columns_per_detector=0.0,
+        satellite_probability=0.0,
+        nan_region_probability=0.0,
+        psf_variation=0.0,
+        sky_residual=0.0,
+        psf_kinds=("gaussian",),
+    )
     return config, [simulate_visit(config, v, 2, seed=5) for v in range(5)]
 
 
@@ -35,8 +46,10 @@ def _psf_photometry(sv, config, radius=12):
         ix, iy = int(np.floor(row["x"] + 0.5)), int(np.floor(row["y"] + 0.5))
         if sep[i].min() < 2 * radius or min(ix, iy) < radius or max(ix, iy) >= SIZE - radius:
             continue
-        p = model.kernel_at(row["x"], row["y"], config.width, config.height, config.pixel_scale, 2 * radius + 1)
-        sl = np.s_[iy - radius:iy + radius + 1, ix - radius:ix + radius + 1]
+        p = model.kernel_at(
+            row["x"], row["y"], config.width, config.height, config.pixel_scale, 2 * radius + 1
+        )
+        sl = np.s_[iy - radius : iy + radius + 1, ix - radius : ix + radius + 1]
         a = np.sum(p * p / var[sl])
         flux = np.sum(p * diff[sl] / var[sl]) / a
         out.append((row["flux"], flux, 1.0 / np.sqrt(a), row["snr"]))
@@ -65,7 +78,7 @@ def test_variance_matches_noise(empty_sky_visits):
         yy, xx = np.mgrid[:SIZE, :SIZE]
         for row in truth:
             x0, y0 = int(row["x"]), int(row["y"])
-            free[max(0, y0 - 12):y0 + 13, max(0, x0 - 12):x0 + 13] = False
+            free[max(0, y0 - 12) : y0 + 13, max(0, x0 - 12) : x0 + 13] = False
         free[:8], free[-8:], free[:, :8], free[:, -8:] = False, False, False, False
         assert free.sum() > 20000
         for planes in (sv.science, sv.template):
@@ -81,6 +94,6 @@ def test_variance_includes_source_poisson():
     sv = simulate_visit(config, 0, 1, seed=2)
     sky_var = np.median(sv.science.variance)
     bright = sv.science.image > 50 * np.sqrt(sky_var)
-    bright &= (sv.science.mask == 0)
+    bright &= sv.science.mask == 0
     assert bright.any()
     assert np.all(sv.science.variance[bright] > sky_var)

@@ -6,21 +6,37 @@ import dataclasses
 
 import numpy as np
 import pytest
-
 from lsst.meas.realbogus.mask_planes import BAD, CR, EDGE, NO_DATA, SAT
-from lsst.meas.realbogus.simulation import (ARTIFACT_TYPES, TRANSIENT_TYPES, TRUTH_COLUMNS, SurveyConfig,
-                                            simulate_survey, simulate_visit, small_test_config)
+from lsst.meas.realbogus.simulation import (
+    ARTIFACT_TYPES,
+    TRANSIENT_TYPES,
+    TRUTH_COLUMNS,
+    SurveyConfig,
+    simulate_survey,
+    simulate_visit,
+    small_test_config,
+)
 
 
 @pytest.fixture(scope="module")
 def busy_config():
-    """A small detector with boosted transient and artefact rates."""
+    """Return a small detector config with boosted transient and artefact rates."""
     return small_test_config(
-        320, n_hostless_per_detector=1500.0, n_galaxy_offset_per_detector=1500.0,
-        n_galaxy_nuclear_per_detector=800.0, n_variable_per_detector=1500.0, n_moving_per_detector=800.0,
-        n_cosmic_rays_per_detector=3000.0, n_hot_pixels_per_detector=2000.0, n_bad_columns_per_detector=20.0,
-        satellite_probability=1.0, nan_region_probability=1.0, star_density=60.0, star_mag_range=(9.0, 21.0),
-        galaxy_density=120.0)
+        320,
+        n_hostless_per_detector=1500.0,
+        n_galaxy_offset_per_detector=1500.0,
+        n_galaxy_nuclear_per_detector=800.0,
+        n_variable_per_detector=1500.0,
+        n_moving_per_detector=800.0,
+        n_cosmic_rays_per_detector=3000.0,
+        n_hot_pixels_per_detector=2000.0,
+        n_bad_columns_per_detector=20.0,
+        satellite_probability=1.0,
+        nan_region_probability=1.0,
+        star_density=60.0,
+        star_mag_range=(9.0, 21.0),
+        galaxy_density=120.0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +59,23 @@ def test_planes_and_psfs(busy_visit, busy_config):
         assert 0.5 < sigma < 8
     seeing_pix = sv.metadata["seeing_arcsec"] / busy_config.pixel_scale
     assert sv.template_psf_sigma < sv.science_psf_sigma or seeing_pix < 2.8
-    for key in ("band", "physical_filter", "mjd", "exposure_time", "seeing_arcsec", "sky", "zero_point_njy",
-                "misregistration_dx", "misregistration_dy", "seed"):
+    for key in (
+        "band",
+        "physical_filter",
+        "mjd",
+        "exposure_time",
+        "seeing_arcsec",
+        "sky",
+        "zero_point_njy",
+        "misregistration_dx",
+        "misregistration_dy",
+        "seed",
+    ):
         assert key in sv.metadata
-    assert sv.metadata["physical_filter"] == busy_config.physical_filters[
-        busy_config.bands.index(sv.metadata["band"])]
+    assert (
+        sv.metadata["physical_filter"]
+        == busy_config.physical_filters[busy_config.bands.index(sv.metadata["band"])]
+    )
     shift = np.hypot(sv.metadata["misregistration_dx"], sv.metadata["misregistration_dy"])
     assert busy_config.misregistration_range[0] <= shift <= busy_config.misregistration_range[1]
 
@@ -63,8 +91,16 @@ def test_truth_columns_and_types(busy_visit):
     art = truth[truth["category"] == "artifact"]
     assert set(tr["type"]) == set(TRANSIENT_TYPES)
     assert set(art["type"]) <= set(ARTIFACT_TYPES)
-    for typ in ("cosmic_ray", "hot_pixel", "bad_column", "satellite_trail", "nan_region", "edge",
-                "misregistration", "bleed_trail"):
+    for typ in (
+        "cosmic_ray",
+        "hot_pixel",
+        "bad_column",
+        "satellite_trail",
+        "nan_region",
+        "edge",
+        "misregistration",
+        "bleed_trail",
+    ):
         assert typ in set(art["type"]), typ
     assert np.all(art["flux"] == 0) and np.all(art["snr"] == 0) and np.all(np.isnan(art["mag"]))
     assert np.all(tr["flux"][tr["type"] == "variable_fade"] < 0)
@@ -91,20 +127,25 @@ def test_masks_where_artifacts_are(busy_visit, busy_config):
         assert np.all(planes.mask[nan] & NO_DATA)
         assert np.all(nan[(planes.mask & NO_DATA) != 0])
     for row in truth[truth["type"] == "nan_region"]:
-        box = np.s_[int(row["y"]):int(row["y1"]) + 1, int(row["x"]):int(row["x1"]) + 1]
+        box = np.s_[int(row["y"]) : int(row["y1"]) + 1, int(row["x"]) : int(row["x1"]) + 1]
         assert np.all(np.isnan(img[box])) and np.all(mask[box] & NO_DATA)
     ew = busy_config.edge_width
     for m in (mask, sv.template.mask):
         assert np.all(m[:ew] & EDGE) and np.all(m[:, -ew:] & EDGE)
         assert not np.any(m[ew:-ew, ew:-ew] & EDGE)
     for row in truth[truth["type"] == "bleed_trail"]:
-        col = mask[int(row["y"]):int(row["y1"]) + 1, int(row["x"])]
+        col = mask[int(row["y"]) : int(row["y1"]) + 1, int(row["x"])]
         assert np.all(col & SAT)
         assert row["y1"] - row["y"] >= 1
     # Some, not all, cosmic rays are flagged.
     crs = truth[truth["type"] == "cosmic_ray"]
-    flagged = np.array([bool(mask[int(round(r["y"])), int(round(r["x"]))] & CR) for r in crs
-                        if 0 <= round(r["y"]) < h and 0 <= round(r["x"]) < w])
+    flagged = np.array(
+        [
+            bool(mask[int(round(r["y"])), int(round(r["x"]))] & CR)
+            for r in crs
+            if 0 <= round(r["y"]) < h and 0 <= round(r["x"]) < w
+        ]
+    )
     assert len(flagged) > 40
     assert 0.25 < flagged.mean() < 0.75
     assert np.all(mask[(mask & CR) != 0] & CR)
@@ -151,7 +192,9 @@ def test_survey_structure(busy_config):
         same = np.array_equal(by[(i, 0)].template.image, by[(j, 0)].template.image)
         # The template is static per (detector, band); the science image never repeats.
         assert same == (bands[i] == bands[j])
-        assert not np.array_equal(np.nan_to_num(by[(i, 0)].science.image), np.nan_to_num(by[(j, 0)].science.image))
+        assert not np.array_equal(
+            np.nan_to_num(by[(i, 0)].science.image), np.nan_to_num(by[(j, 0)].science.image)
+        )
     assert any(bands[i] == bands[j] for i, j in pairs)
     # The static scene is shared: the same stars and galaxies appear in all visits of a detector.
     assert by[(0, 0)].metadata["n_stars"] == by[(5, 0)].metadata["n_stars"]
@@ -165,14 +208,26 @@ def test_rates_scale_with_area():
     for v in range(6):
         sv = simulate_visit(small, v, 0, seed=9)
         counts.append(np.sum(sv.truth["category"] == "transient"))
-    expected = (big.n_hostless_per_detector + big.n_galaxy_offset_per_detector + big.n_galaxy_nuclear_per_detector
-                + big.n_moving_per_detector) / 16
+    expected = (
+        big.n_hostless_per_detector
+        + big.n_galaxy_offset_per_detector
+        + big.n_galaxy_nuclear_per_detector
+        + big.n_moving_per_detector
+    ) / 16
     assert 0.3 * expected < np.mean(counts) < 3 * expected
 
 
-@pytest.mark.parametrize("kwargs", [dict(width=10), dict(seeing_range=(1.0, 0.5)), dict(psf_kernel_size=40),
-                                    dict(physical_filters=("g_sim",)), dict(cosmic_ray_mask_fraction=1.5),
-                                    dict(psf_kinds=("airy",))])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(width=10),
+        dict(seeing_range=(1.0, 0.5)),
+        dict(psf_kernel_size=40),
+        dict(physical_filters=("g_sim",)),
+        dict(cosmic_ray_mask_fraction=1.5),
+        dict(psf_kinds=("airy",)),
+    ],
+)
 def test_config_validation(kwargs):
     with pytest.raises(ValueError):
         SurveyConfig(**kwargs)

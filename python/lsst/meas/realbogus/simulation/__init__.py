@@ -23,5 +23,13 @@ from .config import SurveyConfig, small_test_config
 from .psf import PsfModel
 from .scene import StaticScene, make_static_scene
 from .truth import classify_negatives
-from .visit import (ARTIFACT_TYPES, TRANSIENT_TYPES, TRUTH_COLUMNS, PlaneSet, SimulatedVisit, make_wcs,
-                    simulate_survey, simulate_visit)
+from .visit import (
+    ARTIFACT_TYPES,
+    TRANSIENT_TYPES,
+    TRUTH_COLUMNS,
+    PlaneSet,
+    SimulatedVisit,
+    make_wcs,
+    simulate_survey,
+    simulate_visit,
+)

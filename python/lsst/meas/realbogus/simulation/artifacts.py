@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["ArtifactRow", "add_bad_columns", "add_diffraction_spikes", "add_cosmic_rays", "add_hot_pixels", "add_nan_regions",
-           "add_satellite_trail", "apply_saturation"]
+__all__ = [
+    "ArtifactRow",
+    "add_bad_columns",
+    "add_diffraction_spikes",
+    "add_cosmic_rays",
+    "add_hot_pixels",
+    "add_nan_regions",
+    "add_satellite_trail",
+    "apply_saturation",
+]
 
 from dataclasses import dataclass
 
@@ -23,8 +31,14 @@ class ArtifactRow:
     y1: float
 
 
-def add_cosmic_rays(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, n: int,
-                    njy_per_electron: float, mask_fraction: float) -> list[ArtifactRow]:
+def add_cosmic_rays(
+    image: np.ndarray,
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    n: int,
+    njy_per_electron: float,
+    mask_fraction: float,
+) -> list[ArtifactRow]:
     """Add ``n`` cosmic rays (single hits, straight tracks and curved worms).
 
     Parameters
@@ -84,9 +98,15 @@ def add_cosmic_rays(image: np.ndarray, mask: np.ndarray, rng: np.random.Generato
     return rows
 
 
-def add_hot_pixels(image: np.ndarray, mask: np.ndarray, rng_static: np.random.Generator,
-                   rng_visit: np.random.Generator, n: int, njy_per_electron: float,
-                   mask_fraction: float) -> list[ArtifactRow]:
+def add_hot_pixels(
+    image: np.ndarray,
+    mask: np.ndarray,
+    rng_static: np.random.Generator,
+    rng_visit: np.random.Generator,
+    n: int,
+    njy_per_electron: float,
+    mask_fraction: float,
+) -> list[ArtifactRow]:
     """Add hot pixels at detector-fixed positions (``rng_static``) with visit-varying amplitude.
 
     Returns one `ArtifactRow` per hot pixel; masked ones carry the BAD bit.
@@ -111,8 +131,15 @@ def add_hot_pixels(image: np.ndarray, mask: np.ndarray, rng_static: np.random.Ge
     return rows
 
 
-def add_bad_columns(image: np.ndarray, mask: np.ndarray, rng_static: np.random.Generator, n: int,
-                    njy_per_electron: float, sky_electrons: float, mask_fraction: float) -> list[ArtifactRow]:
+def add_bad_columns(
+    image: np.ndarray,
+    mask: np.ndarray,
+    rng_static: np.random.Generator,
+    n: int,
+    njy_per_electron: float,
+    sky_electrons: float,
+    mask_fraction: float,
+) -> list[ArtifactRow]:
     """Add bad (hot, warm or dead) column segments at detector-fixed positions.
 
     Returns one `ArtifactRow` per column from its lower to its upper end.
@@ -129,17 +156,20 @@ def add_bad_columns(image: np.ndarray, mask: np.ndarray, rng_static: np.random.G
         kind = rng_static.uniform()
         masked = rng_static.uniform() < mask_fraction
         if kind < 0.3:  # dead column: no charge, so minus the sky after sky subtraction
-            image[y0:y1 + 1, x] = -sky_electrons * njy_per_electron * rng_static.uniform(0.5, 1.0)
+            image[y0 : y1 + 1, x] = -sky_electrons * njy_per_electron * rng_static.uniform(0.5, 1.0)
         else:
-            image[y0:y1 + 1, x] += np.exp(rng_static.uniform(np.log(20.0), np.log(2000.0))) * njy_per_electron
+            image[y0 : y1 + 1, x] += (
+                np.exp(rng_static.uniform(np.log(20.0), np.log(2000.0))) * njy_per_electron
+            )
         if masked:
-            mask[y0:y1 + 1, x] |= BAD
+            mask[y0 : y1 + 1, x] |= BAD
         rows.append(ArtifactRow("bad_column", float(x), float(y0), float(x), float(y1)))
     return rows
 
 
-def add_satellite_trail(image: np.ndarray, rng: np.random.Generator, sigma_pix: float,
-                        pixel_noise: float) -> ArtifactRow:
+def add_satellite_trail(
+    image: np.ndarray, rng: np.random.Generator, sigma_pix: float, pixel_noise: float
+) -> ArtifactRow:
     """Add one satellite trail crossing the image (PSF-width Gaussian cross-section).
 
     Parameters
@@ -178,22 +208,29 @@ def add_satellite_trail(image: np.ndarray, rng: np.random.Generator, sigma_pix: 
             continue
         along = (xx[None, :] - x0) * c + (yy - y0) * s
         prof = np.exp(-0.5 * (d / width) ** 2) * (1 + flare_amp * np.sin(2 * np.pi * along / flare_period))
-        image[yb:yb + block] += np.where(near, peak * prof, 0).astype(image.dtype)
+        image[yb : yb + block] += np.where(near, peak * prof, 0).astype(image.dtype)
     # Border intersections of the line x0 + t c, y0 + t s.
     ts = []
-    for t in ((0 - x0) / c if abs(c) > 1e-9 else None, (w - 1 - x0) / c if abs(c) > 1e-9 else None,
-              (0 - y0) / s if abs(s) > 1e-9 else None, (h - 1 - y0) / s if abs(s) > 1e-9 else None):
+    for t in (
+        (0 - x0) / c if abs(c) > 1e-9 else None,
+        (w - 1 - x0) / c if abs(c) > 1e-9 else None,
+        (0 - y0) / s if abs(s) > 1e-9 else None,
+        (h - 1 - y0) / s if abs(s) > 1e-9 else None,
+    ):
         if t is None:
             continue
         px, py = x0 + t * c, y0 + t * s
         if -1e-6 <= px <= w - 1 + 1e-6 and -1e-6 <= py <= h - 1 + 1e-6:
             ts.append(t)
     t0, t1 = (min(ts), max(ts)) if ts else (0.0, 0.0)
-    return ArtifactRow("satellite_trail", float(x0 + t0 * c), float(y0 + t0 * s), float(x0 + t1 * c),
-                       float(y0 + t1 * s))
+    return ArtifactRow(
+        "satellite_trail", float(x0 + t0 * c), float(y0 + t0 * s), float(x0 + t1 * c), float(y0 + t1 * s)
+    )
 
 
-def add_nan_regions(planes: tuple[np.ndarray, ...], mask: np.ndarray, rng: np.random.Generator) -> list[ArtifactRow]:
+def add_nan_regions(
+    planes: tuple[np.ndarray, ...], mask: np.ndarray, rng: np.random.Generator
+) -> list[ArtifactRow]:
     """Set one or two regions (rectangle, row band or column band) to NaN with NO_DATA.
 
     Parameters
@@ -236,8 +273,9 @@ def add_nan_regions(planes: tuple[np.ndarray, ...], mask: np.ndarray, rng: np.ra
     return rows
 
 
-def apply_saturation(electrons: np.ndarray, mask: np.ndarray, full_well: float,
-                     star_xy: np.ndarray, bleed: bool) -> list[ArtifactRow]:
+def apply_saturation(
+    electrons: np.ndarray, mask: np.ndarray, full_well: float, star_xy: np.ndarray, bleed: bool
+) -> list[ArtifactRow]:
     """Clip pixels at the full well and spill the excess charge along columns (bleed trails).
 
     Parameters
@@ -298,8 +336,15 @@ def apply_saturation(electrons: np.ndarray, mask: np.ndarray, full_well: float,
     return rows
 
 
-def add_diffraction_spikes(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, fluxes: np.ndarray, angle: float,
-                           pixel_noise: float, strength: float = 0.004) -> list[ArtifactRow]:
+def add_diffraction_spikes(
+    image: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    fluxes: np.ndarray,
+    angle: float,
+    pixel_noise: float,
+    strength: float = 0.004,
+) -> list[ArtifactRow]:
     """Add four-armed diffraction spikes to bright stars (science epoch only).
 
     The spikes rotate with the camera from visit to visit, so a coadded template
@@ -344,9 +389,23 @@ def add_diffraction_spikes(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, fl
             along = dx * np.cos(th) + dy * np.sin(th)
             perp = -dx * np.sin(th) + dy * np.cos(th)
             arm = (along > 1.0) & (along < length)
-            stamp += np.where(arm, strength * f / (np.abs(along) + 2.0) ** 2
-                              * np.exp(-0.5 * (perp / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma), 0.0)
-            rows.append(ArtifactRow("psf_residual", float(x), float(y), float(x + length * np.cos(th)),
-                                    float(y + length * np.sin(th))))
+            stamp += np.where(
+                arm,
+                strength
+                * f
+                / (np.abs(along) + 2.0) ** 2
+                * np.exp(-0.5 * (perp / sigma) ** 2)
+                / (np.sqrt(2 * np.pi) * sigma),
+                0.0,
+            )
+            rows.append(
+                ArtifactRow(
+                    "psf_residual",
+                    float(x),
+                    float(y),
+                    float(x + length * np.cos(th)),
+                    float(y + length * np.sin(th)),
+                )
+            )
         image[y0:y1, x0:x1] += stamp
     return rows

@@ -135,7 +135,9 @@ class SurveyConfig:
         if self.width < 32 or self.height < 32:
             raise ValueError(f"Detector must be at least 32x32 pixels, got {self.width}x{self.height}.")
         if self.width > 8192 or self.height > 8192:
-            raise ValueError(f"Detector larger than 8192 pixels is not supported: {self.width}x{self.height}.")
+            raise ValueError(
+                f"Detector larger than 8192 pixels is not supported: {self.width}x{self.height}."
+            )
         if self.pixel_scale <= 0:
             raise ValueError(f"pixel_scale must be positive, got {self.pixel_scale}.")
         n = len(self.bands)
@@ -143,13 +145,25 @@ class SurveyConfig:
             raise ValueError("At least one band is required.")
         for name in ("physical_filters", "instrumental_zero_points", "sky_brightness_ranges"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} must have one entry per band ({n}), got {len(getattr(self, name))}.")
-        for name in ("seeing_range", "template_seeing_range", "template_depth_range", "read_noise_range",
-                     "star_mag_range", "galaxy_mag_range", "transient_snr_range", "misregistration_range",
-                     "star_density_scatter"):
+                raise ValueError(
+                    f"{name} must have one entry per band ({n}), got {len(getattr(self, name))}."
+                )
+        for name in (
+            "seeing_range",
+            "template_seeing_range",
+            "template_depth_range",
+            "read_noise_range",
+            "star_mag_range",
+            "galaxy_mag_range",
+            "transient_snr_range",
+            "misregistration_range",
+            "star_density_scatter",
+        ):
             lo, hi = getattr(self, name)
             if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi or lo < 0:
-                raise ValueError(f"{name} must be a (low, high) range of non-negative numbers, got {(lo, hi)}.")
+                raise ValueError(
+                    f"{name} must be a (low, high) range of non-negative numbers, got {(lo, hi)}."
+                )
         if self.seeing_range[0] <= 0 or self.template_seeing_range[0] <= 0:
             raise ValueError("Seeing ranges must be positive.")
         if self.transient_snr_range[0] <= 0:
@@ -160,15 +174,23 @@ class SurveyConfig:
                 raise ValueError(f"{name} must be a non-empty subset of {PSF_KINDS}, got {kinds}.")
         if self.psf_kernel_size % 2 != 1 or self.psf_kernel_size < 9:
             raise ValueError(f"psf_kernel_size must be odd and >= 9, got {self.psf_kernel_size}.")
-        for name in ("cosmic_ray_mask_fraction", "hot_pixel_mask_fraction", "bad_column_mask_fraction",
-                     "satellite_probability", "nan_region_probability", "edge_fraction"):
+        for name in (
+            "cosmic_ray_mask_fraction",
+            "hot_pixel_mask_fraction",
+            "bad_column_mask_fraction",
+            "satellite_probability",
+            "nan_region_probability",
+            "edge_fraction",
+        ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}.")
         if self.exposure_time <= 0 or self.full_well <= 0 or self.gain <= 0:
             raise ValueError("exposure_time, full_well and gain must be positive.")
         if self.edge_width < 0 or 2 * self.edge_width >= min(self.width, self.height):
-            raise ValueError(f"edge_width {self.edge_width} is invalid for a {self.width}x{self.height} detector.")
+            raise ValueError(
+                f"edge_width {self.edge_width} is invalid for a {self.width}x{self.height} detector."
+            )
 
     @property
     def area_factor(self) -> float:

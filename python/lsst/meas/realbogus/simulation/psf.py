@@ -69,8 +69,9 @@ class PsfModel:
             kwargs[f.name] = metadata[key]
         return cls(**kwargs)
 
-    def kernel_at(self, x: float, y: float, width: int, height: int, pixel_scale: float,
-                  size: int = 41) -> np.ndarray:
+    def kernel_at(
+        self, x: float, y: float, width: int, height: int, pixel_scale: float, size: int = 41
+    ) -> np.ndarray:
         """Return the normalised kernel for a source at detector position ``(x, y)``.
 
         The kernel is centred on the source's sub-pixel position relative to pixel
@@ -97,8 +98,9 @@ class PsfModel:
         ix, iy = np.floor(x + 0.5), np.floor(y + 0.5)
         return draw_kernel(self.profile(u, v), size, pixel_scale, (x - ix, y - iy))
 
-    def profile(self, u: float = 0.0, v: float = 0.0, fwhm_scale: float = 1.0,
-                flux: float = 1.0) -> galsim.GSObject:
+    def profile(
+        self, u: float = 0.0, v: float = 0.0, fwhm_scale: float = 1.0, flux: float = 1.0
+    ) -> galsim.GSObject:
         """Return the galsim profile at normalised detector position ``(u, v)``.
 
         Parameters
@@ -121,16 +123,19 @@ class PsfModel:
         elif self.kind == "kolmogorov":
             obj = galsim.Kolmogorov(fwhm=fwhm)
         elif self.kind == "moffat_halo":
-            obj = ((1 - self.halo_fraction) * galsim.Moffat(beta=self.beta, fwhm=fwhm)
-                   + self.halo_fraction * galsim.Moffat(beta=2.6, fwhm=fwhm * self.halo_scale))
+            obj = (1 - self.halo_fraction) * galsim.Moffat(
+                beta=self.beta, fwhm=fwhm
+            ) + self.halo_fraction * galsim.Moffat(beta=2.6, fwhm=fwhm * self.halo_scale)
         elif self.kind == "kolmogorov_halo":
-            obj = ((1 - self.halo_fraction) * galsim.Kolmogorov(fwhm=fwhm)
-                   + self.halo_fraction * galsim.Moffat(beta=2.8, fwhm=fwhm * self.halo_scale))
+            obj = (1 - self.halo_fraction) * galsim.Kolmogorov(
+                fwhm=fwhm
+            ) + self.halo_fraction * galsim.Moffat(beta=2.8, fwhm=fwhm * self.halo_scale)
         elif self.kind == "gaussian":
             obj = galsim.Gaussian(fwhm=fwhm)
         elif self.kind == "double_gaussian":
-            obj = ((1 - self.halo_fraction) * galsim.Gaussian(fwhm=fwhm)
-                   + self.halo_fraction * galsim.Gaussian(fwhm=fwhm * self.halo_scale))
+            obj = (1 - self.halo_fraction) * galsim.Gaussian(
+                fwhm=fwhm
+            ) + self.halo_fraction * galsim.Gaussian(fwhm=fwhm * self.halo_scale)
         else:
             raise ValueError(f"Unknown PSF kind {self.kind!r}; expected one of {PSF_KINDS}.")
         g1 = self.g1 + self.dg1 * u
@@ -140,8 +145,13 @@ class PsfModel:
         return obj.withFlux(flux)
 
 
-def draw_psf_model(rng: np.random.Generator, fwhm: float, max_ellipticity: float, variation: float,
-                   kinds: tuple[str, ...] = DEFAULT_SCIENCE_PSF_KINDS) -> PsfModel:
+def draw_psf_model(
+    rng: np.random.Generator,
+    fwhm: float,
+    max_ellipticity: float,
+    variation: float,
+    kinds: tuple[str, ...] = DEFAULT_SCIENCE_PSF_KINDS,
+) -> PsfModel:
     """Draw a random PSF model with the given core FWHM.
 
     Parameters
@@ -167,8 +177,14 @@ def draw_psf_model(rng: np.random.Generator, fwhm: float, max_ellipticity: float
     unknown = [k for k in kinds if k not in PSF_KINDS]
     if unknown or not kinds:
         raise ValueError(f"Unknown or no PSF kinds {unknown}; known kinds: {PSF_KINDS}.")
-    weights = {"moffat": 0.35, "kolmogorov": 0.2, "moffat_halo": 0.2, "kolmogorov_halo": 0.15,
-               "double_gaussian": 0.1, "gaussian": 0.1}
+    weights = {
+        "moffat": 0.35,
+        "kolmogorov": 0.2,
+        "moffat_halo": 0.2,
+        "kolmogorov_halo": 0.15,
+        "double_gaussian": 0.1,
+        "gaussian": 0.1,
+    }
     p = np.array([weights.get(k, 0.1) for k in kinds])
     kind = str(kinds[rng.choice(len(kinds), p=p / p.sum())])
     g = max_ellipticity * np.sqrt(rng.uniform())
@@ -189,8 +205,9 @@ def draw_psf_model(rng: np.random.Generator, fwhm: float, max_ellipticity: float
     )
 
 
-def draw_kernel(profile: galsim.GSObject, size: int, pixel_scale: float,
-                offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+def draw_kernel(
+    profile: galsim.GSObject, size: int, pixel_scale: float, offset: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
     """Draw a normalised PSF kernel image (sampled at pixel centres).
 
     Parameters
@@ -211,8 +228,9 @@ def draw_kernel(profile: galsim.GSObject, size: int, pixel_scale: float,
     """
     if size % 2 != 1 or size < 3:
         raise ValueError(f"Kernel size must be odd and >= 3, got {size}.")
-    img = profile.withFlux(1.0).drawImage(nx=size, ny=size, scale=pixel_scale, method="no_pixel",
-                                          offset=offset)
+    img = profile.withFlux(1.0).drawImage(
+        nx=size, ny=size, scale=pixel_scale, method="no_pixel", offset=offset
+    )
     arr = img.array.astype(np.float64)
     return arr / arr.sum()
 

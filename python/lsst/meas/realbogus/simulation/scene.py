@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["StaticScene", "draw_galaxy_layer", "make_static_scene", "mag_to_njy", "njy_to_mag",
-           "seeded_rng"]
+__all__ = ["StaticScene", "draw_galaxy_layer", "make_static_scene", "mag_to_njy", "njy_to_mag", "seeded_rng"]
 
 from dataclasses import dataclass
 
@@ -133,7 +132,8 @@ def make_static_scene(config: SurveyConfig, detector: int, seed: int = 0) -> Sta
     star_mag = np.empty((n_all, nb))
     for i, b in enumerate(config.bands):
         star_mag[:, i] = mags + {"g": gr, "i": -ri, "z": -1.3 * ri, "y": -1.5 * ri, "u": 1.8 * gr}.get(
-            b, np.zeros(n_all))
+            b, np.zeros(n_all)
+        )
         if i != ref and config.bands[ref] != "r":
             star_mag[:, i] = mags
     star_x = rng.uniform(-10, w + 10, size=n_all)
@@ -151,17 +151,27 @@ def make_static_scene(config: SurveyConfig, detector: int, seed: int = 0) -> Sta
     gal_mag = np.empty((n_gal, nb))
     for i, b in enumerate(config.bands):
         gal_mag[:, i] = gmag + {"g": gal_color, "i": -0.4 * gal_color, "z": -0.6 * gal_color}.get(
-            b, np.zeros(n_gal))
+            b, np.zeros(n_gal)
+        )
     t_fwhm = rng.uniform(*config.template_seeing_range, size=nb)
     t_depth = rng.uniform(*config.template_depth_range, size=nb)
     return StaticScene(
         detector=int(detector),
-        star_x=star_x, star_y=star_y, star_mag=star_mag, star_is_variable=is_var,
-        gal_x=rng.uniform(-20, w + 20, size=n_gal), gal_y=rng.uniform(-20, h + 20, size=n_gal),
-        gal_mag=gal_mag, gal_disk_hlr=disk_hlr, gal_bulge_hlr=bulge_hlr, gal_bulge_fraction=bulge_frac,
-        gal_g1=e / 2 * np.cos(2 * ang), gal_g2=e / 2 * np.sin(2 * ang),
+        star_x=star_x,
+        star_y=star_y,
+        star_mag=star_mag,
+        star_is_variable=is_var,
+        gal_x=rng.uniform(-20, w + 20, size=n_gal),
+        gal_y=rng.uniform(-20, h + 20, size=n_gal),
+        gal_mag=gal_mag,
+        gal_disk_hlr=disk_hlr,
+        gal_bulge_hlr=bulge_hlr,
+        gal_bulge_fraction=bulge_frac,
+        gal_g1=e / 2 * np.cos(2 * ang),
+        gal_g2=e / 2 * np.sin(2 * ang),
         gal_id=int(detector) * 10_000_000 + np.arange(n_gal, dtype=np.int64),
-        template_fwhm=t_fwhm, template_depth=t_depth,
+        template_fwhm=t_fwhm,
+        template_depth=t_depth,
         read_noise=float(rng.uniform(*config.read_noise_range)),
     )
 
@@ -200,7 +210,9 @@ def draw_galaxy_layer(scene: StaticScene, config: SurveyConfig, band: str, overs
         flux = fluxes[k]
         disk = galsim.Exponential(half_light_radius=hlr).shear(g1=scene.gal_g1[k], g2=scene.gal_g2[k])
         if bf > 0.05:
-            bulge = galsim.DeVaucouleurs(half_light_radius=scene.gal_bulge_hlr[k], trunc=8 * scene.gal_bulge_hlr[k])
+            bulge = galsim.DeVaucouleurs(
+                half_light_radius=scene.gal_bulge_hlr[k], trunc=8 * scene.gal_bulge_hlr[k]
+            )
             bulge = bulge.shear(g1=0.5 * scene.gal_g1[k], g2=0.5 * scene.gal_g2[k])
             obj = (1 - bf) * disk + bf * bulge
         else:
@@ -214,8 +226,13 @@ def draw_galaxy_layer(scene: StaticScene, config: SurveyConfig, band: str, overs
         if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
             continue
         n = 2 * rad + 1
-        img = obj.drawImage(nx=n * oversample, ny=n * oversample, scale=scale / oversample, method="no_pixel",
-                            offset=((xc - ix) * oversample, (yc - iy) * oversample))
+        img = obj.drawImage(
+            nx=n * oversample,
+            ny=n * oversample,
+            scale=scale / oversample,
+            method="no_pixel",
+            offset=((xc - ix) * oversample, (yc - iy) * oversample),
+        )
         stamp = img.array.reshape(n, oversample, n, oversample).sum(axis=(1, 3))
         total = stamp.sum()
         if total <= 0:
@@ -223,5 +240,5 @@ def draw_galaxy_layer(scene: StaticScene, config: SurveyConfig, band: str, overs
         stamp *= flux / total
         sx0, sy0 = max(0, -x0), max(0, -y0)
         sx1, sy1 = n - max(0, x1 - w), n - max(0, y1 - h)
-        layer[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] += stamp[sy0:sy1, sx0:sx1]
+        layer[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)] += stamp[sy0:sy1, sx0:sx1]
     return layer

@@ -11,20 +11,22 @@ AREA_ARTIFACT_TYPES = ("nan_region", "edge")
 """Artefact types whose (x, y)-(x1, y1) are the inclusive corners of a rectangle."""
 
 
-def _segment_distance(px: np.ndarray, py: np.ndarray, ax: np.ndarray, ay: np.ndarray, bx: np.ndarray,
-                      by: np.ndarray) -> np.ndarray:
+def _segment_distance(
+    px: np.ndarray, py: np.ndarray, ax: np.ndarray, ay: np.ndarray, bx: np.ndarray, by: np.ndarray
+) -> np.ndarray:
     """Distances (n_points, n_segments) from points to segments (degenerate segments are points)."""
     dx, dy = bx - ax, by - ay
     len2 = dx * dx + dy * dy
-    t = ((px[:, None] - ax[None, :]) * dx[None, :] + (py[:, None] - ay[None, :]) * dy[None, :])
+    t = (px[:, None] - ax[None, :]) * dx[None, :] + (py[:, None] - ay[None, :]) * dy[None, :]
     t = np.clip(np.divide(t, len2[None, :], out=np.zeros_like(t), where=len2[None, :] > 0), 0.0, 1.0)
     cx = ax[None, :] + t * dx[None, :]
     cy = ay[None, :] + t * dy[None, :]
     return np.hypot(px[:, None] - cx, py[:, None] - cy)
 
 
-def _box_distance(px: np.ndarray, py: np.ndarray, ax: np.ndarray, ay: np.ndarray, bx: np.ndarray,
-                  by: np.ndarray) -> np.ndarray:
+def _box_distance(
+    px: np.ndarray, py: np.ndarray, ax: np.ndarray, ay: np.ndarray, bx: np.ndarray, by: np.ndarray
+) -> np.ndarray:
     """Distances (n_points, n_boxes) from points to filled pixel rectangles (0 inside)."""
     x0, x1 = np.minimum(ax, bx) - 0.5, np.maximum(ax, bx) + 0.5
     y0, y1 = np.minimum(ay, by) - 0.5, np.maximum(ay, by) + 0.5

@@ -15,21 +15,52 @@ from scipy import fft as sp_fft
 
 from ..ids import MAX_DETECTOR, MAX_VISIT, make_source_ids
 from ..mask_planes import EDGE, NO_DATA, SAT
-from .artifacts import (ArtifactRow, add_bad_columns, add_diffraction_spikes, add_cosmic_rays, add_hot_pixels, add_nan_regions,
-                        add_satellite_trail, apply_saturation)
+from .artifacts import (
+    ArtifactRow,
+    add_bad_columns,
+    add_cosmic_rays,
+    add_diffraction_spikes,
+    add_hot_pixels,
+    add_nan_regions,
+    add_satellite_trail,
+    apply_saturation,
+)
 from .config import SurveyConfig
 from .psf import PsfModel, draw_kernel, draw_psf_model, effective_sigma
-from .scene import (AB_NJY_ZERO_POINT, StaticScene, draw_galaxy_layer, make_static_scene, mag_to_njy,
-                    njy_to_mag, seeded_rng)
+from .scene import (
+    AB_NJY_ZERO_POINT,
+    StaticScene,
+    draw_galaxy_layer,
+    mag_to_njy,
+    make_static_scene,
+    njy_to_mag,
+    seeded_rng,
+)
 
 TRUTH_COLUMNS = ("id", "x", "y", "ra", "dec", "category", "type", "flux", "snr", "mag", "host_id", "x1", "y1")
 """Truth catalogue columns, in order (see DESIGN.md)."""
 
-TRANSIENT_TYPES = ("hostless", "galaxy_offset", "galaxy_nuclear", "variable_brighten", "variable_fade", "moving")
+TRANSIENT_TYPES = (
+    "hostless",
+    "galaxy_offset",
+    "galaxy_nuclear",
+    "variable_brighten",
+    "variable_fade",
+    "moving",
+)
 """Transient types."""
 
-ARTIFACT_TYPES = ("cosmic_ray", "hot_pixel", "bad_column", "bleed_trail", "satellite_trail", "misregistration",
-                  "psf_residual", "nan_region", "edge")
+ARTIFACT_TYPES = (
+    "cosmic_ray",
+    "hot_pixel",
+    "bad_column",
+    "bleed_trail",
+    "satellite_trail",
+    "misregistration",
+    "psf_residual",
+    "nan_region",
+    "edge",
+)
 """Artefact types."""
 
 
@@ -48,9 +79,15 @@ class PlaneSet:
         self.image = np.asarray(self.image, dtype=np.float32)
         self.variance = np.asarray(self.variance, dtype=np.float32)
         self.mask = np.asarray(self.mask, dtype=np.int32)
-        if self.image.ndim != 2 or self.image.shape != self.variance.shape or self.image.shape != self.mask.shape:
-            raise ValueError(f"Planes must be 2-D with equal shapes, got image {self.image.shape}, "
-                             f"variance {self.variance.shape}, mask {self.mask.shape}.")
+        if (
+            self.image.ndim != 2
+            or self.image.shape != self.variance.shape
+            or self.image.shape != self.mask.shape
+        ):
+            raise ValueError(
+                f"Planes must be 2-D with equal shapes, got image {self.image.shape}, "
+                f"variance {self.variance.shape}, mask {self.mask.shape}."
+            )
 
     def copy(self) -> PlaneSet:
         """Return a deep copy."""
@@ -131,12 +168,12 @@ def _conv_kernel_size(config: SurveyConfig, fwhm_arcsec: float) -> int:
 
 
 def _calib(config: SurveyConfig, ib: int) -> float:
-    """nJy per electron in band index ``ib``."""
+    """NJy per electron in band index ``ib``."""
     return float(mag_to_njy(config.instrumental_zero_points[ib]) / config.exposure_time)
 
 
 def _sky_electrons(config: SurveyConfig, ib: int, sky_mag: float) -> float:
-    sky_njy = float(mag_to_njy(sky_mag)) * config.pixel_scale ** 2
+    sky_njy = float(mag_to_njy(sky_mag)) * config.pixel_scale**2
     return sky_njy / _calib(config, ib)
 
 
@@ -145,12 +182,20 @@ def _uv(config: SurveyConfig, x: float, y: float) -> tuple[float, float]:
 
 
 def _stamp_radius(fwhm_pix: float, flux: float) -> int:
-    return int(np.clip(np.ceil(fwhm_pix * (3.0 + 2.2 * max(0.0, np.log10(max(abs(flux), 1.0) / 1.0e3)))),
-                       8, 150))
+    return int(
+        np.clip(np.ceil(fwhm_pix * (3.0 + 2.2 * max(0.0, np.log10(max(abs(flux), 1.0) / 1.0e3)))), 8, 150)
+    )
 
 
-def _add_points(image: np.ndarray, config: SurveyConfig, model: PsfModel, xs: np.ndarray, ys: np.ndarray,
-                fluxes: np.ndarray, fwhm_scales: np.ndarray | None = None) -> None:
+def _add_points(
+    image: np.ndarray,
+    config: SurveyConfig,
+    model: PsfModel,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    fluxes: np.ndarray,
+    fwhm_scales: np.ndarray | None = None,
+) -> None:
     """Draw point sources with the (spatially varying) PSF model onto ``image`` in place."""
     h, w = image.shape
     fwhm_pix = model.fwhm / config.pixel_scale
@@ -166,14 +211,19 @@ def _add_points(image: np.ndarray, config: SurveyConfig, model: PsfModel, xs: np
             continue
         u, v = _uv(config, x, y)
         n = 2 * r + 1
-        stamp = model.profile(u, v, s, f).drawImage(nx=n, ny=n, scale=config.pixel_scale, method="no_pixel",
-                                                    offset=(x - ix, y - iy)).array
-        image[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] += stamp[
-            max(0, -y0):n - max(0, y1 - h), max(0, -x0):n - max(0, x1 - w)].astype(image.dtype)
+        stamp = (
+            model.profile(u, v, s, f)
+            .drawImage(nx=n, ny=n, scale=config.pixel_scale, method="no_pixel", offset=(x - ix, y - iy))
+            .array
+        )
+        image[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)] += stamp[
+            max(0, -y0) : n - max(0, y1 - h), max(0, -x0) : n - max(0, x1 - w)
+        ].astype(image.dtype)
 
 
-def _convolve_layer(layer: np.ndarray, config: SurveyConfig, model: PsfModel,
-                    offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+def _convolve_layer(
+    layer: np.ndarray, config: SurveyConfig, model: PsfModel, offset: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
     """Convolve a layer with the PSF model, bilinearly blending corner kernels if the PSF varies.
 
     The layer's FFT is computed once and reused for every kernel.
@@ -188,7 +238,7 @@ def _convolve_layer(layer: np.ndarray, config: SurveyConfig, model: PsfModel,
     def conv(kernel: np.ndarray) -> np.ndarray:
         k_ft = sp_fft.rfft2(kernel.astype(np.float32), s=shape, workers=1)
         full = sp_fft.irfft2(layer_ft * k_ft, s=shape, workers=1)
-        return full[half:half + h, half:half + w].astype(np.float32, copy=False)
+        return full[half : half + h, half : half + w].astype(np.float32, copy=False)
 
     if not varies or min(config.width, config.height) < 512:
         return conv(draw_kernel(model.profile(), size, config.pixel_scale, offset))
@@ -236,7 +286,7 @@ def _cached_template(config: SurveyConfig, detector: int, seed: int, band: str) 
     sky_mag = float(np.mean(config.sky_brightness_ranges[ib]))
     sky_e = _sky_electrons(config, ib, sky_mag)
     depth = float(scene.template_depth[ib])
-    var = ((truth_img / c + sky_e + scene.read_noise ** 2) * (c * c) / depth).astype(np.float32)
+    var = ((truth_img / c + sky_e + scene.read_noise**2) * (c * c) / depth).astype(np.float32)
     image = truth_img + rng.standard_normal(truth_img.shape, dtype=np.float32) * np.sqrt(var)
     mask = np.zeros(image.shape, dtype=np.int32)
     sat_level = (config.full_well - sky_e) * c
@@ -260,7 +310,9 @@ def _mask_edges(mask: np.ndarray, width: int) -> None:
     mask[:, -width:] |= EDGE
 
 
-def _local_kernel(config: SurveyConfig, model: PsfModel, x: float, y: float, r: int) -> tuple[np.ndarray, int, int]:
+def _local_kernel(
+    config: SurveyConfig, model: PsfModel, x: float, y: float, r: int
+) -> tuple[np.ndarray, int, int]:
     ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
     u, v = _uv(config, x, y)
     k = draw_kernel(model.profile(u, v), 2 * r + 1, config.pixel_scale, (x - ix, y - iy))
@@ -272,13 +324,19 @@ def _crop(arr: np.ndarray, ix: int, iy: int, r: int) -> tuple[np.ndarray, tuple[
     h, w = arr.shape
     x0, x1, y0, y1 = ix - r, ix + r + 1, iy - r, iy + r + 1
     n = 2 * r + 1
-    sub = arr[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
+    sub = arr[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)]
     ks = (slice(max(0, -y0), n - max(0, y1 - h)), slice(max(0, -x0), n - max(0, x1 - w)))
     return sub, ks
 
 
-def _psf_flux_sigma(config: SurveyConfig, model: PsfModel, var: np.ndarray, x: float, y: float,
-                    shape: np.ndarray | None = None) -> tuple[float, float]:
+def _psf_flux_sigma(
+    config: SurveyConfig,
+    model: PsfModel,
+    var: np.ndarray,
+    x: float,
+    y: float,
+    shape: np.ndarray | None = None,
+) -> tuple[float, float]:
     """Return (1 / sqrt(sum P^2/V), sum(P S / V) / sum(P^2/V)) for a source of shape S (default: P)."""
     r = int(np.ceil(2.5 * model.fwhm / config.pixel_scale)) + 2
     k, ix, iy = _local_kernel(config, model, x, y, r)
@@ -352,7 +410,7 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     sigma = effective_sigma(kernel)
     peak_frac = float(kernel.max())
     depth = float(scene.template_depth[ib])
-    v_bg = (sky_e + rn ** 2) * c * c * (1 + 1 / depth)
+    v_bg = (sky_e + rn**2) * c * c * (1 + 1 / depth)
 
     # Static scene at the science epoch: galaxies and stars shifted by the misregistration.
     science = _convolve_layer(_cached_galaxy_layer(config, detector, seed, band), config, model, (dx, dy))
@@ -365,13 +423,33 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     # Truth rows.
     rows: list[dict] = []
 
-    def add_row(category: str, typ: str, x: float, y: float, flux: float = 0.0, host: int = -1,
-                x1: float | None = None, y1: float | None = None, shape: np.ndarray | None = None) -> None:
-        rows.append(dict(x=float(x), y=float(y), category=category, type=typ, flux=float(flux), host_id=int(host),
-                         x1=float(x if x1 is None else x1), y1=float(y if y1 is None else y1), shape=shape))
+    def add_row(
+        category: str,
+        typ: str,
+        x: float,
+        y: float,
+        flux: float = 0.0,
+        host: int = -1,
+        x1: float | None = None,
+        y1: float | None = None,
+        shape: np.ndarray | None = None,
+    ) -> None:
+        rows.append(
+            dict(
+                x=float(x),
+                y=float(y),
+                category=category,
+                type=typ,
+                flux=float(flux),
+                host_id=int(host),
+                x1=float(x if x1 is None else x1),
+                y1=float(y if y1 is None else y1),
+                shape=shape,
+            )
+        )
 
     # Misregistration dipoles and brighter-fatter residuals of bright, unsaturated stars.
-    star_sig = np.sqrt(v_bg * 4 * np.pi * sigma ** 2 + star_flux * c * (1 + 1 / depth))
+    star_sig = np.sqrt(v_bg * 4 * np.pi * sigma**2 + star_flux * c * (1 + 1 / depth))
     star_snr = star_flux / star_sig
     inside = (sx >= 0) & (sx <= w - 1) & (sy >= 0) & (sy <= h - 1) & (peak_ratio < 1.0)
     dip_snr = star_snr * amp / (sigma * np.sqrt(2.0))
@@ -382,7 +460,7 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
         add_row("artifact", "psf_residual", sx[k], sy[k])
 
     # Diffraction spikes of bright stars, rotating with the camera from visit to visit.
-    pix_noise = float(np.sqrt(sky_e + rn ** 2) * c)
+    pix_noise = float(np.sqrt(sky_e + rn**2) * c)
     if config.diffraction_spikes:
         spike_angle = float(rng_psf.uniform(0, np.pi / 2))
         for r_ in add_diffraction_spikes(science, sx, sy, star_flux, spike_angle, pix_noise):
@@ -390,13 +468,13 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
 
     # Variance of the static scene (for target transient fluxes).
     var_t = tmpl.planes.variance
-    base_var = (np.maximum(science, 0) / c + sky_e + rn ** 2) * (c * c) + var_t
+    base_var = (np.maximum(science, 0) / c + sky_e + rn**2) * (c * c) + var_t
 
     # Transients.
     trans = np.zeros_like(science)
     lo_snr, hi_snr = config.transient_snr_range
 
-    kappa = float(np.sum(kernel ** 3) / np.sum(kernel ** 2) ** 2)
+    kappa = float(np.sum(kernel**3) / np.sum(kernel**2) ** 2)
     source_var_per_njy = c * kappa * (1 + 1 / depth)
 
     def target_flux(sig: float) -> float:
@@ -430,8 +508,10 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     gmag = scene.gal_mag[:, ib]
     hosts = np.nonzero((gx > 2) & (gx < w - 3) & (gy > 2) & (gy < h - 3) & (gmag < 24.5))[0]
     if len(hosts):
-        for typ, nexp in (("galaxy_offset", config.n_galaxy_offset_per_detector),
-                          ("galaxy_nuclear", config.n_galaxy_nuclear_per_detector)):
+        for typ, nexp in (
+            ("galaxy_offset", config.n_galaxy_offset_per_detector),
+            ("galaxy_nuclear", config.n_galaxy_nuclear_per_detector),
+        ):
             for _ in range(rng_tr.poisson(nexp * af)):
                 k = int(rng_tr.choice(hosts))
                 if typ == "galaxy_offset":
@@ -458,7 +538,11 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     _add_points(trans, config, model, sx[var_idx], sy[var_idx], var_df, bf_scale[var_idx])
     for _ in range(rng_tr.poisson(config.n_moving_per_detector * af)):
         x, y = rng_tr.uniform(0, w - 1), rng_tr.uniform(0, h - 1)
-        length = 0.0 if rng_tr.uniform() < 0.4 else float(np.exp(rng_tr.uniform(np.log(1.5), np.log(6 * fwhm_pix))))
+        length = (
+            0.0
+            if rng_tr.uniform() < 0.4
+            else float(np.exp(rng_tr.uniform(np.log(1.5), np.log(6 * fwhm_pix))))
+        )
         sig, _ = _psf_flux_sigma(config, model, base_var, x, y)
         flux = target_flux(sig) * (1 + length / (2 * fwhm_pix))
         th = rng_tr.uniform(0, np.pi)
@@ -476,44 +560,74 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
                 # Place each point's kernel relative to (ix, iy).
                 sub = np.zeros_like(shape)
                 ox, oy = int(np.floor(qx + 0.5)) - ix, int(np.floor(qy + 0.5)) - iy
-                ys_, xs_ = slice(max(0, oy), 2 * r + 1 + min(0, oy)), slice(max(0, ox), 2 * r + 1 + min(0, ox))
-                ys2, xs2 = slice(max(0, -oy), 2 * r + 1 - max(0, oy)), slice(max(0, -ox), 2 * r + 1 - max(0, ox))
+                ys_, xs_ = (
+                    slice(max(0, oy), 2 * r + 1 + min(0, oy)),
+                    slice(max(0, ox), 2 * r + 1 + min(0, ox)),
+                )
+                ys2, xs2 = (
+                    slice(max(0, -oy), 2 * r + 1 - max(0, oy)),
+                    slice(max(0, -ox), 2 * r + 1 - max(0, ox)),
+                )
                 sub[ys_, xs_] = kq[ys2, xs2]
                 shape += sub / npts
         add_row("transient", "moving", x, y, flux, shape=shape)
     for row in rows:
         if row["category"] == "transient" and row["type"] in ("hostless", "galaxy_offset", "galaxy_nuclear"):
-            _add_points(trans, config, model, np.array([row["x"]]), np.array([row["y"]]), np.array([row["flux"]]))
+            _add_points(
+                trans, config, model, np.array([row["x"]]), np.array([row["y"]]), np.array([row["flux"]])
+            )
     science += trans
     np.maximum(science, 0, out=science)
 
     # Noise, saturation and bleeding in electrons.
     expected_e = science.astype(np.float64) / c + sky_e
-    variance = ((expected_e + rn ** 2) * (c * c)).astype(np.float32)
-    electrons = rng_noise.poisson(expected_e).astype(np.float64) + rng_noise.normal(0, rn, size=expected_e.shape)
+    variance = ((expected_e + rn**2) * (c * c)).astype(np.float32)
+    electrons = rng_noise.poisson(expected_e).astype(np.float64) + rng_noise.normal(
+        0, rn, size=expected_e.shape
+    )
     del expected_e
     mask = np.zeros((h, w), dtype=np.int32)
     bright = np.nonzero(peak_ratio > 0.8)[0]
-    for r_ in apply_saturation(electrons, mask, config.full_well, np.stack([sx[bright], sy[bright]], axis=1)
-                               if len(bright) else np.zeros((0, 2)), bleed=True):
+    for r_ in apply_saturation(
+        electrons,
+        mask,
+        config.full_well,
+        np.stack([sx[bright], sy[bright]], axis=1) if len(bright) else np.zeros((0, 2)),
+        bleed=True,
+    ):
         add_row("artifact", r_.type, r_.x, r_.y, x1=r_.x1, y1=r_.y1)
     image = ((electrons - sky_e) * c).astype(np.float32)
     del electrons
     # Imperfect sky subtraction: a faint plane.
     a0, a1, a2 = rng_art.normal(0, config.sky_residual * pix_noise, size=3)
-    image += (a0 + a1 * np.linspace(-1, 1, w, dtype=np.float32)[None, :]
-              + a2 * np.linspace(-1, 1, h, dtype=np.float32)[:, None])
+    image += (
+        a0
+        + a1 * np.linspace(-1, 1, w, dtype=np.float32)[None, :]
+        + a2 * np.linspace(-1, 1, h, dtype=np.float32)[:, None]
+    )
 
     # Artefacts.
     art: list[ArtifactRow] = []
     n_cr = rng_art.poisson(config.n_cosmic_rays_per_detector * af * config.exposure_time / 30.0)
     art += add_cosmic_rays(image, mask, rng_art, n_cr, c, config.cosmic_ray_mask_fraction)
-    art += add_hot_pixels(image, mask, seeded_rng(seed, detector, 16), rng_art,
-                          rng_static.poisson(config.n_hot_pixels_per_detector * af), c,
-                          config.hot_pixel_mask_fraction)
-    art += add_bad_columns(image, mask, seeded_rng(seed, detector, 17),
-                           rng_static.poisson(config.n_bad_columns_per_detector * np.sqrt(af)), c, sky_e,
-                           config.bad_column_mask_fraction)
+    art += add_hot_pixels(
+        image,
+        mask,
+        seeded_rng(seed, detector, 16),
+        rng_art,
+        rng_static.poisson(config.n_hot_pixels_per_detector * af),
+        c,
+        config.hot_pixel_mask_fraction,
+    )
+    art += add_bad_columns(
+        image,
+        mask,
+        seeded_rng(seed, detector, 17),
+        rng_static.poisson(config.n_bad_columns_per_detector * np.sqrt(af)),
+        c,
+        sky_e,
+        config.bad_column_mask_fraction,
+    )
     if rng_art.uniform() < config.satellite_probability:
         art.append(add_satellite_trail(image, rng_art, sigma, pix_noise))
     if rng_art.uniform() < config.nan_region_probability:
@@ -521,8 +635,12 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     _mask_edges(mask, config.edge_width)
     ew = config.edge_width
     if ew > 0:
-        art += [ArtifactRow("edge", 0, 0, w - 1, ew - 1), ArtifactRow("edge", 0, h - ew, w - 1, h - 1),
-                ArtifactRow("edge", 0, 0, ew - 1, h - 1), ArtifactRow("edge", w - ew, 0, w - 1, h - 1)]
+        art += [
+            ArtifactRow("edge", 0, 0, w - 1, ew - 1),
+            ArtifactRow("edge", 0, h - ew, w - 1, h - 1),
+            ArtifactRow("edge", 0, 0, ew - 1, h - 1),
+            ArtifactRow("edge", w - ew, 0, w - 1, h - 1),
+        ]
     for a in art:
         add_row("artifact", a.type, a.x, a.y, x1=a.x1, y1=a.y1)
 
@@ -539,19 +657,45 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     truth = _make_truth(config, visit, detector, rows, snr)
 
     metadata = dict(
-        visit=visit, detector=detector, seed=seed, band=band, physical_filter=config.physical_filters[ib],
-        mjd=config.mjd_start + visit * config.visit_interval_days, exposure_time=config.exposure_time,
-        seeing_arcsec=fwhm, visit_seeing_arcsec=seeing, template_seeing_arcsec=float(scene.template_fwhm[ib]),
-        template_depth=depth, **model.to_metadata("psf_"), **tmpl.model.to_metadata("template_psf_"),
-        sky=float(sky_e * c), sky_mag=sky_mag, sky_electrons=sky_e, zero_point_njy=AB_NJY_ZERO_POINT,
-        njy_per_electron=c, instrumental_zero_point=float(config.instrumental_zero_points[ib]),
-        read_noise=rn, gain=config.gain, saturation_njy=float(sat_level),
-        misregistration_dx=dx, misregistration_dy=dy, n_stars=scene.n_stars, n_galaxies=scene.n_galaxies,
+        visit=visit,
+        detector=detector,
+        seed=seed,
+        band=band,
+        physical_filter=config.physical_filters[ib],
+        mjd=config.mjd_start + visit * config.visit_interval_days,
+        exposure_time=config.exposure_time,
+        seeing_arcsec=fwhm,
+        visit_seeing_arcsec=seeing,
+        template_seeing_arcsec=float(scene.template_fwhm[ib]),
+        template_depth=depth,
+        **model.to_metadata("psf_"),
+        **tmpl.model.to_metadata("template_psf_"),
+        sky=float(sky_e * c),
+        sky_mag=sky_mag,
+        sky_electrons=sky_e,
+        zero_point_njy=AB_NJY_ZERO_POINT,
+        njy_per_electron=c,
+        instrumental_zero_point=float(config.instrumental_zero_points[ib]),
+        read_noise=rn,
+        gain=config.gain,
+        saturation_njy=float(sat_level),
+        misregistration_dx=dx,
+        misregistration_dy=dy,
+        n_stars=scene.n_stars,
+        n_galaxies=scene.n_galaxies,
     )
     return SimulatedVisit(
-        visit=visit, detector=detector, science=PlaneSet(image, variance, mask), template=tmpl.planes.copy(),
-        science_psf=kernel, science_psf_sigma=sigma, template_psf=tmpl.kernel.copy(),
-        template_psf_sigma=tmpl.sigma, wcs=make_wcs(config, detector), truth=truth, metadata=metadata,
+        visit=visit,
+        detector=detector,
+        science=PlaneSet(image, variance, mask),
+        template=tmpl.planes.copy(),
+        science_psf=kernel,
+        science_psf_sigma=sigma,
+        template_psf=tmpl.kernel.copy(),
+        template_psf_sigma=tmpl.sigma,
+        wcs=make_wcs(config, detector),
+        truth=truth,
+        metadata=metadata,
     )
 
 
@@ -584,8 +728,9 @@ def _make_truth(config: SurveyConfig, visit: int, detector: int, rows: list[dict
     )
 
 
-def simulate_survey(config: SurveyConfig, visits: Sequence[int], detectors: Sequence[int],
-                    seed: int = 0) -> Iterator[SimulatedVisit]:
+def simulate_survey(
+    config: SurveyConfig, visits: Sequence[int], detectors: Sequence[int], seed: int = 0
+) -> Iterator[SimulatedVisit]:
     """Simulate every (visit, detector) pair, visit by visit.
 
     Parameters
