@@ -29,6 +29,7 @@ def empty_sky_visits():
         psf_variation=0.0,
         sky_residual=0.0,
         psf_kinds=("gaussian",),
+        template_noise_correlation=0.0,
     )
     return config, [simulate_visit(config, v, 2, seed=5) for v in range(5)]
 

@@ -42,6 +42,8 @@ class SurveyConfig:
     """Sky surface brightness range (AB mag / arcsec^2) per band; moon and twilight make it vary."""
     exposure_time: float = 30.0
     """Exposure time in seconds."""
+    transparency_range: tuple[float, float] = (0.55, 1.0)
+    """Atmospheric transparency range (clouds), drawn per visit; it scales source and sky electrons."""
     read_noise_range: tuple[float, float] = (5.0, 12.0)
     """Read noise range in electrons (drawn per detector)."""
     gain: float = 1.5
@@ -54,6 +56,8 @@ class SurveyConfig:
     """Template (coadd) PSF FWHM range (arcsec), drawn per detector and band."""
     template_depth_range: tuple[float, float] = (6.0, 15.0)
     """Ratio of single-visit to template noise variance (a coadd), drawn per detector and band."""
+    template_noise_correlation: float = 0.15
+    """Maximum neighbour weight of the template noise correlation (warping); 0 gives white noise."""
     psf_max_ellipticity: float = 0.1
     """Maximum PSF ellipticity (reduced shear |g|)."""
     psf_variation: float = 0.04
@@ -158,12 +162,19 @@ class SurveyConfig:
             "transient_snr_range",
             "misregistration_range",
             "star_density_scatter",
+            "transparency_range",
         ):
             lo, hi = getattr(self, name)
             if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi or lo < 0:
                 raise ValueError(
                     f"{name} must be a (low, high) range of non-negative numbers, got {(lo, hi)}."
                 )
+        if not 0 < self.transparency_range[0] <= self.transparency_range[1] <= 1:
+            raise ValueError(f"transparency_range must lie in (0, 1], got {self.transparency_range}.")
+        if not 0 <= self.template_noise_correlation <= 1:
+            raise ValueError(
+                f"template_noise_correlation must be in [0, 1], got {self.template_noise_correlation}."
+            )
         if self.seeing_range[0] <= 0 or self.template_seeing_range[0] <= 0:
             raise ValueError("Seeing ranges must be positive.")
         if self.transient_snr_range[0] <= 0:

@@ -12,6 +12,7 @@ import numpy as np
 from astropy.table import Table
 from astropy.wcs import WCS
 from scipy import fft as sp_fft
+from scipy.ndimage import correlate
 
 from ..ids import MAX_DETECTOR, MAX_VISIT, make_source_ids
 from ..mask_planes import EDGE, NO_DATA, SAT
@@ -271,6 +272,7 @@ class _Template:
     sigma: float
     model: PsfModel
     sky_mag: float
+    noise_corr_factor: float
 
 
 @functools.lru_cache(maxsize=4)
@@ -287,7 +289,16 @@ def _cached_template(config: SurveyConfig, detector: int, seed: int, band: str) 
     sky_e = _sky_electrons(config, ib, sky_mag)
     depth = float(scene.template_depth[ib])
     var = ((truth_img / c + sky_e + scene.read_noise**2) * (c * c) / depth).astype(np.float32)
-    image = truth_img + rng.standard_normal(truth_img.shape, dtype=np.float32) * np.sqrt(var)
+    # Warping and coadding correlate the template noise between neighbouring pixels; the
+    # per-pixel variance is unchanged.
+    noise = rng.standard_normal(truth_img.shape, dtype=np.float32)
+    corr = float(rng.uniform(0.0, config.template_noise_correlation))
+    k = np.array([[corr * corr, corr, corr * corr], [corr, 1.0, corr], [corr * corr, corr, corr * corr]])
+    # Variance of a PSF-scale weighted sum relative to white noise of the same per-pixel variance.
+    corr_factor = float(np.sum(k) ** 2 / np.sum(k * k))
+    if corr > 0:
+        noise = correlate(noise, (k / np.sqrt(np.sum(k * k))).astype(np.float32), mode="reflect")
+    image = truth_img + noise * np.sqrt(var)
     mask = np.zeros(image.shape, dtype=np.int32)
     sat_level = (config.full_well - sky_e) * c
     sat = truth_img > sat_level
@@ -298,7 +309,7 @@ def _cached_template(config: SurveyConfig, detector: int, seed: int, band: str) 
     planes = PlaneSet(image, var, mask)
     for arr in (planes.image, planes.variance, planes.mask):
         arr.setflags(write=False)
-    return _Template(planes, kernel, effective_sigma(kernel), model, sky_mag)
+    return _Template(planes, kernel, effective_sigma(kernel), model, sky_mag, corr_factor)
 
 
 def _mask_edges(mask: np.ndarray, width: int) -> None:
@@ -387,6 +398,7 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     lo, hi = config.seeing_range
     seeing = float(lo * (hi / lo) ** rng_v.beta(1.6, 2.4)) if lo > 0 and hi > lo else float(lo)
     sky_mag = float(rng_v.uniform(*config.sky_brightness_ranges[ib]))
+    transparency = float(rng_v.uniform(*config.transparency_range))
 
     # Detector-level draws, on independent streams.
     rng_psf = seeded_rng(seed, visit, detector, 11)
@@ -401,8 +413,8 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     dx, dy = float(amp * np.cos(ang)), float(amp * np.sin(ang))
 
     tmpl = _cached_template(config, detector, seed, band)
-    c = _calib(config, ib)
-    sky_e = _sky_electrons(config, ib, sky_mag)
+    c = _calib(config, ib) / transparency
+    sky_e = _sky_electrons(config, ib, sky_mag) * transparency
     rn = scene.read_noise
     sat_level = (config.full_well - sky_e) * c
     fwhm_pix = fwhm / ps
@@ -467,7 +479,8 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
             add_row("artifact", r_.type, r_.x, r_.y, x1=r_.x1, y1=r_.y1)
 
     # Variance of the static scene (for target transient fluxes).
-    var_t = tmpl.planes.variance
+    # Template variance as seen by PSF photometry (its noise is correlated on pixel scales).
+    var_t = tmpl.planes.variance * np.float32(tmpl.noise_corr_factor)
     base_var = (np.maximum(science, 0) / c + sky_e + rn**2) * (c * c) + var_t
 
     # Transients.
@@ -670,6 +683,7 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
         template_depth=depth,
         **model.to_metadata("psf_"),
         **tmpl.model.to_metadata("template_psf_"),
+        transparency=transparency,
         sky=float(sky_e * c),
         sky_mag=sky_mag,
         sky_electrons=sky_e,
