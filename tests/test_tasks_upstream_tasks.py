@@ -139,6 +139,8 @@ def test_configs_mirror_numerical_dataclasses():
     numeric = sub.to_subtraction_config()
     assert numeric.bad_mask_bits == mask_planes.BAD | mask_planes.CR
     assert numeric.basis_degrees == (2, 1, 1)
+    # Every numerical field has a pex_config twin with the same default.
+    assert SubtractImagesConfig().to_subtraction_config() == SubtractionConfig()
     defaults = SubtractionConfig()
     for field in dataclasses.fields(SubtractionConfig):
         if field.name not in ("bad_mask_bits", "basis_degrees"):

@@ -86,6 +86,16 @@ class SubtractImagesConfig(PipelineTaskConfig, pipelineConnections=SubtractImage
         doc="Polynomial degree of each basis Gaussian (same length as basis_sigma_factors).",
         default=[4, 2, 2],
     )
+    halo_basis = Field[bool](
+        doc="Add a broad halo basis Gaussian; None decides from the PSF wings (halo_wing_ratio).",
+        default=None,
+        optional=True,
+    )
+    halo_sigma_factor = Field[float](
+        doc="Width of the halo basis Gaussian in units of the matching sigma.", default=5.0
+    )
+    halo_degree = Field[int](doc="Polynomial degree of the halo basis Gaussian.", default=1)
+    halo_wing_ratio = Field[float](doc="Threshold of the automatic halo decision.", default=1.15)
     spatial_order = Field[int](doc="Polynomial order of the kernel's spatial variation.", default=1)
     background_order = Field[int](
         doc="Polynomial order of the differential background (-1 disables it).", default=1
@@ -99,6 +109,10 @@ class SubtractImagesConfig(PipelineTaskConfig, pipelineConnections=SubtractImage
         doc="Half size of the fitting stamps (pixels); None uses ceil(4 sigma_science).",
         default=None,
         optional=True,
+    )
+    isolation_factor = Field[float](
+        doc="A stamp star must be the brightest peak within this many sigmas of the broader PSF.",
+        default=5.0,
     )
     star_snr_min = Field[float](doc="Minimum peak SNR of a kernel-fit star in the template.", default=30.0)
     clip_sigma = Field[float](doc="Stamp rejection threshold in robust standard deviations.", default=4.0)
