@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lsst.meas.realbogus.cli.train_stamps import ALERT_CHANNELS, main
+from lsst.meas.realbogus.cli.train_stamps import ALERT_CHANNELS, convert_npz_to_store, load_inputs, main
 from lsst.meas.realbogus.model_package import read_model_package
 from lsst.meas.realbogus.scoring import load_model
 from lsst.meas.realbogus.stamp_dataset import ArrayStampSource
@@ -71,6 +71,8 @@ def single_run(tmp_path_factory) -> Path:
     args = _common_args(tmp_path, npz, "model") + [
         "--plots-dir",
         str(tmp_path / "plots"),
+        "--store-dir",
+        str(tmp_path / "store"),
         "--checkpoint-dir",
         str(tmp_path / "ckpt"),
     ]
@@ -94,6 +96,7 @@ def test_cli_end_to_end(single_run) -> None:
         pngs
     )
     assert (tmp_path / "ckpt" / "checkpoint.safetensors").is_file()
+    assert (tmp_path / "store" / "stamps.npy").is_file()  # trained from the float16 memmap
     # Inference (scoring.load_model on alert-order stamps) reproduces the training-side scores.
     with np.load(tmp_path / "stamps.npz") as data:
         stamps = data["stamps"][:64]
@@ -106,6 +109,24 @@ def test_cli_end_to_end(single_run) -> None:
         meta.normalization,
     )
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_convert_npz_to_store_matches_in_memory(tmp_path) -> None:
+    write_npz(tmp_path / "a.npz", 30, 5)
+    write_npz(tmp_path / "b.npz", 20, 6)
+    paths = [str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]
+    store = convert_npz_to_store(paths, tmp_path / "store")
+    mem = load_inputs(paths)
+    assert len(store) == len(mem) == 50
+    assert store.channels == ALERT_CHANNELS
+    np.testing.assert_array_equal(store.labels, mem.labels)
+    np.testing.assert_array_equal(store.groups, mem.groups)
+    np.testing.assert_array_equal(store.types, mem.types)
+    idx = np.arange(50)
+    a, b = store.read(idx), mem.read(idx)
+    peak = np.abs(b).reshape(50, -1).max(axis=1)[:, None, None, None]
+    assert np.all(np.abs(a - b) <= 1e-3 * peak)
+    assert isinstance(load_inputs([str(tmp_path / "store")]), type(store))
 
 
 def test_cli_rejects_bad_npz(tmp_path) -> None:

@@ -654,6 +654,8 @@ def train_classifier(
     old_threads = torch.get_num_threads()
     torch.set_num_threads(config.num_threads)
     try:
+        if device.type == "cuda" and device.index is not None:
+            torch.cuda.set_device(device)
         torch.manual_seed(config.seed)
         module = _build_module(config, arch_kwargs).to(device)
         model: nn.Module = module
@@ -688,6 +690,8 @@ def train_classifier(
                 torch.set_rng_state(
                     tensors[f"rng.torch.{rank}"] if f"rng.torch.{rank}" in tensors else tensors["rng.torch.0"]
                 )
+                if device.type == "cuda" and "rng.cuda.0" in tensors:
+                    torch.cuda.set_rng_state(tensors["rng.cuda.0"], device)
                 start_epoch = int(state["epoch"]) + 1
                 best_val_loss = float(state["best_val_loss"])
                 best_epoch = int(state["best_epoch"])
@@ -751,6 +755,8 @@ def train_classifier(
                 opt_tensors, opt_info = _optimizer_to_flat(optimizer)
                 tensors.update(opt_tensors)
                 tensors["rng.torch.0"] = torch.get_rng_state()
+                if device.type == "cuda":
+                    tensors["rng.cuda.0"] = torch.cuda.get_rng_state(device)
                 _save_checkpoint(
                     ckpt_path,
                     tensors,

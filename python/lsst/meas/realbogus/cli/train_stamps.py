@@ -15,7 +15,7 @@ Distributed data-parallel training: ``torchrun --nproc_per_node N realbogus_trai
 
 from __future__ import annotations
 
-__all__ = ["ALERT_CHANNELS", "build_parser", "load_inputs", "main"]
+__all__ = ["ALERT_CHANNELS", "build_parser", "convert_npz_to_store", "load_inputs", "main"]
 
 import argparse
 import json
@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="model package to write (.safetensors)")
     p.add_argument("--metrics", default=None, help="metrics JSON to write (default: OUTPUT with .json)")
     p.add_argument("--plots-dir", default=None, help="directory for PNG plots (none if omitted)")
+    p.add_argument(
+        "--store-dir",
+        default=None,
+        help="first stream the npz inputs into a float16 StampStore here (for data sets larger "
+        "than memory); train from its memory map",
+    )
     p.add_argument("--checkpoint-dir", default=None, help="per-epoch checkpoints; resumes if present")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--architecture", default="rb3_cnn", help="architecture registry name")
@@ -82,6 +88,71 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Read and check one npz stamp file; return stamps, labels and the optional arrays present."""
+    out: dict[str, np.ndarray] = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in ("stamps", "labels"):
+            if key not in data:
+                raise ValueError(f"{path} has no {key!r} array (keys: {sorted(data.keys())}).")
+        stamps = data["stamps"]
+        if stamps.ndim != 4 or stamps.shape[1] != 3 or stamps.shape[2] != stamps.shape[3]:
+            raise ValueError(
+                f"{path}: stamps must have shape (N, 3, S, S) in the order "
+                f"{ALERT_CHANNELS}; got {stamps.shape}."
+            )
+        n = stamps.shape[0]
+        out["stamps"] = stamps
+        out["labels"] = np.asarray(data["labels"]).reshape(n)
+        group_key = "groups" if "groups" in data else ("visit" if "visit" in data else None)
+        for name, key in (("groups", group_key), ("snr", "snr"), ("types", "type")):
+            if key is not None and key in data:
+                out[name] = np.asarray(data[key]).reshape(n)
+    return out
+
+
+def convert_npz_to_store(paths: Sequence[str], directory: str | Path) -> Any:
+    """Stream npz stamp files into a new float16 `StampStore`, one file in memory at a time.
+
+    Parameters
+    ----------
+    paths : sequence of `str`
+        npz files (see the module docstring).
+    directory : `str` or `pathlib.Path`
+        Directory of the new store.
+
+    Returns
+    -------
+    store : ``StampStore``
+        The store, opened read-only, channels in the alert order.
+    """
+    from ..stamp_dataset import StampStore
+
+    total, size = 0, None
+    for path in paths:
+        with np.load(path, allow_pickle=False) as data:
+            if "stamps" not in data:
+                raise ValueError(f"{path} has no 'stamps' array.")
+            shape = data["stamps"].shape
+        if len(shape) != 4 or (size is not None and shape[2] != size):
+            raise ValueError(f"{path}: stamps of shape {shape} do not match the other inputs.")
+        size = shape[2]
+        total += shape[0]
+    if size is None:
+        raise ValueError("no input files given.")
+    store = StampStore.create(directory, total, ALERT_CHANNELS, int(size))
+    for path in paths:
+        part = _read_npz(path)
+        store.append(
+            part["stamps"],
+            part["labels"],
+            snr=part.get("snr"),
+            groups=part.get("groups"),
+            types=part.get("types"),
+        )
+    return StampStore.open(directory)
+
+
 def load_inputs(paths: Sequence[str]) -> Any:
     """Load npz stamp files (concatenated) or open one StampStore directory.
 
@@ -104,25 +175,12 @@ def load_inputs(paths: Sequence[str]) -> Any:
     for path in paths:
         if Path(path).is_dir():
             raise ValueError(f"{path} is a directory: give either one StampStore directory or npz files.")
-        with np.load(path, allow_pickle=False) as data:
-            for key in ("stamps", "labels"):
-                if key not in data:
-                    raise ValueError(f"{path} has no {key!r} array (keys: {sorted(data.keys())}).")
-            stamps = data["stamps"]
-            if stamps.ndim != 4 or stamps.shape[1] != 3 or stamps.shape[2] != stamps.shape[3]:
-                raise ValueError(
-                    f"{path}: stamps must have shape (N, 3, S, S) in the order "
-                    f"{ALERT_CHANNELS}; got {stamps.shape}."
-                )
-            n = stamps.shape[0]
-            parts["stamps"].append(stamps)
-            parts["labels"].append(np.asarray(data["labels"]).reshape(n))
-            group_key = "groups" if "groups" in data else ("visit" if "visit" in data else None)
-            for name, key in (("groups", group_key), ("snr", "snr"), ("types", "type")):
-                if key is not None and key in data:
-                    parts[name].append(np.asarray(data[key]).reshape(n))
-                else:
-                    has[name] = False
+        part = _read_npz(path)
+        for name in parts:
+            if name in part:
+                parts[name].append(part[name])
+            else:
+                has[name] = False
     sizes = {s.shape[2] for s in parts["stamps"]}
     if len(sizes) != 1:
         raise ValueError(f"input files have different stamp sizes {sorted(sizes)}.")
@@ -135,6 +193,16 @@ def load_inputs(paths: Sequence[str]) -> Any:
         groups=cat.get("groups"),
         types=cat.get("types"),
     )
+
+
+def _known_snr(source: Any) -> np.ndarray | None:
+    snr = np.asarray(getattr(source, "snr", []), dtype=np.float64)
+    return snr if snr.size and np.any(np.isfinite(snr)) else None
+
+
+def _known_types(source: Any) -> np.ndarray | None:
+    types = np.asarray(getattr(source, "types", []))
+    return types if types.size and np.any(types.astype(str) != "") else None
 
 
 def _write_plots(
@@ -205,7 +273,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("--architecture-kwargs must be a JSON object.")
         spec = NormalizationSpec.from_dict(json.loads(args.normalization)) if args.normalization else None
         channels = tuple(c.strip() for c in args.channels.split(",") if c.strip())
-        source = load_inputs(args.inputs)
+        if args.store_dir and not (len(args.inputs) == 1 and Path(args.inputs[0]).is_dir()):
+            if rank == 0 and not (Path(args.store_dir) / "store.json").exists():
+                convert_npz_to_store(args.inputs, args.store_dir)
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.barrier()
+            source = load_inputs([args.store_dir])
+        else:
+            source = load_inputs(args.inputs)
         missing = [c for c in channels if c not in source.channels]
         if missing:
             raise ValueError(f"model channels {missing} are not among the input channels {source.channels}.")
@@ -256,8 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "validation": metrics.summarize(
                 result.val_scores,
                 result.val_labels,
-                snr=getattr(val_src, "snr", None),
-                types=getattr(val_src, "types", None),
+                snr=_known_snr(val_src),
+                types=_known_types(val_src),
                 threshold=meta.threshold,
                 target_purity=args.target_purity,
             ),
@@ -277,8 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["test"] = metrics.summarize(
                 test_scores,
                 test_labels,
-                snr=test_src.snr,
-                types=test_src.types,
+                snr=_known_snr(test_src),
+                types=_known_types(test_src),
                 threshold=meta.threshold,
                 target_purity=args.target_purity,
             )
