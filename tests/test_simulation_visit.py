@@ -100,6 +100,7 @@ def test_truth_columns_and_types(busy_visit):
         "edge",
         "misregistration",
         "bleed_trail",
+        "psf_residual",
     ):
         assert typ in set(art["type"]), typ
     assert np.all(art["flux"] == 0) and np.all(art["snr"] == 0) and np.all(np.isnan(art["mag"]))

@@ -359,7 +359,7 @@ def add_diffraction_spikes(
     angle : `float`
         Spike position angle (radians) of this visit.
     pixel_noise : `float`
-        Per-pixel sky noise (nJy): arms are drawn out to where they fall below a third of it.
+        Per-pixel sky noise (nJy): arms are drawn out to where they fall below it.
     strength : `float`
         Arm surface brightness is ``strength * flux / (r + 2)**2`` per pixel at ``r`` pixels.
 
@@ -372,7 +372,7 @@ def add_diffraction_spikes(
     rows = []
     sigma = 0.7
     for x, y, f in zip(xs, ys, fluxes):
-        length = np.sqrt(strength * f / (0.3 * pixel_noise)) - 2.0
+        length = np.sqrt(strength * f / pixel_noise) - 2.0
         if length < 8:
             continue
         length = min(length, 400.0)
