@@ -707,7 +707,8 @@ def train_classifier(
             model.train()
             indices = _epoch_indices(train_labels, config, epoch, rank, world)
             aug_rng = np.random.default_rng([config.seed, epoch, rank]) if config.augment else None
-            loss_sum = torch.zeros(2, dtype=torch.float64)
+            # Kept on the training device: NCCL cannot all-reduce CPU tensors, and no per-batch sync.
+            loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
             for x, y in train_iter.iterate(indices, aug_rng):
                 xb = torch.from_numpy(x).to(device)
                 yb = torch.from_numpy(y).to(device)
@@ -715,7 +716,8 @@ def train_classifier(
                 loss = loss_fn(model(xb).reshape(-1), yb)
                 loss.backward()
                 optimizer.step()
-                loss_sum += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
+                loss_sum[0] += loss.detach().double() * len(y)
+                loss_sum[1] += len(y)
             if world > 1:
                 import torch.distributed as dist
 
