@@ -114,7 +114,6 @@ def make_static_scene(config: SurveyConfig, detector: int, seed: int = 0) -> Sta
     """
     rng = seeded_rng(seed, detector, 1_000_001)
     nb = len(config.bands)
-    ref = config.bands.index("r") if "r" in config.bands else 0
     area = config.area_arcmin2
     density_factor = np.exp(rng.uniform(*np.log(config.star_density_scatter)))
     n_stars = rng.poisson(config.star_density * density_factor * area)
@@ -130,12 +129,10 @@ def make_static_scene(config: SurveyConfig, detector: int, seed: int = 0) -> Sta
     gr = rng.uniform(0.2, 1.5, size=n_all)
     ri = 0.4 * gr + rng.normal(0, 0.1, size=n_all)
     star_mag = np.empty((n_all, nb))
+    # Magnitudes are r-band values; other bands get colour offsets (unknown band names: none).
+    offsets = {"u": 1.8 * gr, "g": gr, "i": -ri, "z": -1.3 * ri, "y": -1.5 * ri}
     for i, b in enumerate(config.bands):
-        star_mag[:, i] = mags + {"g": gr, "i": -ri, "z": -1.3 * ri, "y": -1.5 * ri, "u": 1.8 * gr}.get(
-            b, np.zeros(n_all)
-        )
-        if i != ref and config.bands[ref] != "r":
-            star_mag[:, i] = mags
+        star_mag[:, i] = mags + offsets.get(b, 0.0)
     star_x = rng.uniform(-10, w + 10, size=n_all)
     star_y = rng.uniform(-10, h + 10, size=n_all)
 
