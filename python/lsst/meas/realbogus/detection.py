@@ -242,8 +242,10 @@ def detect_dia_sources(
     data = np.where(usable, img, 0.0)
     vdata = np.where(usable, var, 0.0)
     corr = kernel[::-1, ::-1]
-    (filt,) = convolve_same(data, [corr])
-    fvar, cover = convolve_same(vdata, [corr**2]) + convolve_same(usable.astype(np.float64), [corr**2])
+    (filt,) = convolve_same(data, [corr], dtype=np.float32)
+    fvar, cover = convolve_same(vdata, [corr**2], dtype=np.float32) + convolve_same(
+        usable.astype(np.float32), [corr**2], dtype=np.float32
+    )
     p2 = float((kernel**2).sum())
     detectable = (cover >= max(config.min_coverage, 1e-6) * p2) & (fvar > 0)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -94,7 +94,7 @@ class SubtractionConfig:
     halo_basis: bool | None = None
     halo_sigma_factor: float = 5.0
     halo_degree: int = 1
-    halo_wing_ratio: float = 1.15
+    halo_wing_ratio: float = 1.05
     spatial_order: int = 1
     background_order: int = 1
     n_stamps: int = 100
