@@ -382,6 +382,26 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     -------
     result : `SimulatedVisit`
         Planes, PSFs, WCS, truth and metadata.
+
+    Raises
+    ------
+    TypeError
+        Raised if ``config`` is not a `SurveyConfig`.
+    ValueError
+        Raised if ``visit``, ``detector`` or ``seed`` is out of range.
+
+    Notes
+    -----
+    Truth conventions: ``flux`` is the science-minus-template flux (nJy, negative for fading
+    variables); ``snr`` is the expected PSF-optimal SNR of that flux in the difference image,
+    signed like ``flux``, computed from the per-pixel science variance (sky, sources, read noise)
+    plus the template variance (scaled for its pixel-scale noise correlation), excluding
+    NO_DATA pixels.  Artefact rows have ``flux = snr = 0`` and ``mag = NaN``.  Segment-like
+    artefacts (cosmic-ray tracks, bad columns, bleed trails, satellite trails, diffraction-spike
+    ``psf_residual`` arms) run from ``(x, y)`` to ``(x1, y1)``; ``nan_region`` and ``edge`` rows
+    give the inclusive corners of a rectangle.  The science scene is shifted by
+    ``(misregistration_dx, misregistration_dy)`` relative to the template; truth positions are
+    science positions.
     """
     if not isinstance(config, SurveyConfig):
         raise TypeError(f"config must be a SurveyConfig, got {type(config).__name__}.")
