@@ -85,7 +85,7 @@ class NormalizationSpec:
     asinh_a: float | None = 10.0
     use_variance: bool = True
     mask_channel: bool = True
-    max_stat_pixels: int = 1024
+    max_stat_pixels: int = 512
 
     def __post_init__(self) -> None:
         self.validate()
@@ -294,10 +294,18 @@ def noise_scale(
     stamps, channels, variance = _check_inputs(stamps, channels, variance)
     if "difference" not in channels:
         raise ValueError(f"A 'difference' channel is needed to estimate the noise; channels are {channels}")
-    n = stamps.shape[0]
-    npix = int(np.prod(stamps.shape[2:]))
-    k = spec.stat_stride(npix)
-    diff = stamps[:, channels.index("difference")].reshape(n, -1)[:, ::k].astype(np.float32)
+    return _noise_scale(stamps[:, channels.index("difference")], variance, spec)
+
+
+def _noise_scale(
+    diff: np.ndarray,
+    variance: np.ndarray | None,
+    spec: NormalizationSpec,
+    diff_median: np.ndarray | None = None,
+) -> np.ndarray:
+    """Noise scale of ``(N, S, S)`` difference stamps (see `noise_scale`)."""
+    n = diff.shape[0]
+    k = spec.stat_stride(int(np.prod(diff.shape[1:])))
     sigma = np.full(n, np.nan)
     if variance is not None and spec.use_variance:
         var = variance.reshape(n, -1)[:, ::k]
@@ -305,9 +313,9 @@ def noise_scale(
         sigma = np.sqrt(nanmedian_rows(var))
     todo = ~np.isfinite(sigma)
     if todo.any():
-        d = diff[todo]
-        med = nanmedian_rows(d)
-        mad = _MAD_TO_SIGMA * nanmedian_rows(np.abs(d - med[:, None]))
+        d = diff.reshape(n, -1)[todo][:, ::k].astype(np.float32)
+        med = nanmedian_rows(d) if diff_median is None else diff_median[todo]
+        mad = _MAD_TO_SIGMA * nanmedian_rows(np.abs(d - med[:, None].astype(np.float32)))
         zero = np.isfinite(mad) & (mad <= 0)
         if zero.any():
             dz = d[zero].astype(np.float64)
@@ -368,26 +376,35 @@ def normalize_stamps_with_scale(
     data = out[:, :n_used]
     for i, name in enumerate(used):
         data[:, i] = stamps[:, channels.index(name)]
-    valid = np.isfinite(data).all(axis=1)
+    finite = np.isfinite(data)
+    valid = finite.all(axis=1)
+    all_finite = bool(valid.all())
     if spec.method == "none":
         sigma = np.where(valid.reshape(n, -1).any(axis=1), 1.0, np.nan)
     else:
-        sigma = noise_scale(stamps, channels, spec, variance)
-        ok = np.isfinite(sigma)
-        inv = np.where(ok, 1.0 / np.where(ok, sigma, 1.0), 0.0)
+        diff_median = None
         if spec.method == "robust":
             k = spec.stat_stride(int(np.prod(data.shape[2:])))
             flat = out.reshape(out.shape[0], out.shape[1], -1)[:, :n_used, ::k]
             med = nanmedian_rows(flat.reshape(n * n_used, -1)).reshape(n, n_used)
+            diff_median = med[:, used.index("difference")]
             med = np.where(np.isfinite(med), med, 0.0).astype(np.float32)
             data -= med[:, :, None, None]
+        diff = stamps[:, channels.index("difference")]
+        sigma = _noise_scale(diff, variance, spec, diff_median)
+        ok = np.isfinite(sigma)
+        inv = np.where(ok, 1.0 / np.where(ok, sigma, 1.0), 0.0)
         scale = inv / spec.asinh_a if spec.asinh_a is not None else inv
         data *= scale.astype(np.float32)[:, None, None, None]
         if spec.asinh_a is not None:
             np.arcsinh(data, out=data)
             data *= np.float32(spec.asinh_a)
         valid &= ok[:, None, None]
-    np.copyto(data, np.float32(0.0), where=~np.isfinite(data))
+    if not all_finite:
+        np.copyto(data, np.float32(0.0), where=~finite)
+    if spec.method != "none" and not np.isfinite(data).all():
+        # Only pathological dynamic ranges (overflow of value / sigma) get here.
+        np.copyto(data, np.float32(0.0), where=~np.isfinite(data))
     if spec.mask_channel:
         out[:, n_used] = valid
     return out, sigma

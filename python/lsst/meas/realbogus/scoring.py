@@ -46,6 +46,10 @@ DEFAULT_MODEL_PATH = Path(__file__).parent / "data" / "default_model.safetensors
 ALERT_CHANNELS: tuple[str, ...] = ("science", "template", "difference")
 """Channel order of alert stamps and of `RealBogusModel.score_stamps` input."""
 
+_CHUNK = 256
+"""Stamps normalised and passed through the network together (cache-friendly; results do not
+depend on it because the networks have no batch-dependent operations)."""
+
 REASON_NON_FINITE_POSITION = "non_finite_position"
 REASON_OUTSIDE = "outside_image"
 REASON_NO_VALID = "no_valid_pixels"
@@ -162,7 +166,9 @@ class RealBogusModel:
                 f"RealBogusModel scores classifier packages; {metadata.architecture!r} is a {metadata.kind!r}"
             )
         self.device = _resolve_device(device)
-        self.module = module.to(self.device).eval()
+        # channels_last is markedly faster for small convolutions on CPU; numerics are unchanged
+        # up to float rounding.
+        self.module = module.to(self.device, memory_format=torch.channels_last).eval()
         self.metadata = metadata
         self.dihedral_average = bool(dihedral_average)
 
@@ -225,13 +231,13 @@ class RealBogusModel:
         probabilities : `numpy.ndarray`
             ``(N,)`` float32 in [0, 1].
         """
-        batch_size = _check_batch_size(batch_size)
+        step = min(_check_batch_size(batch_size), _CHUNK)
         n = normalized.shape[0]
         out = np.empty(n, dtype=np.float32)
         with torch.inference_mode():
-            for start in range(0, n, batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(normalized[start : start + batch_size]))
-                x = x.to(self.device, dtype=torch.float32)
+            for start in range(0, n, step):
+                x = torch.from_numpy(np.ascontiguousarray(normalized[start : start + step]))
+                x = x.to(self.device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
                 transforms = range(8) if self.dihedral_average else range(1)
                 prob = torch.zeros(x.shape[0], dtype=torch.float32, device=self.device)
                 for k in transforms:
@@ -251,19 +257,19 @@ class RealBogusModel:
         batch_size: int,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Score stamps already in model channel order and size; return (scores, scorable)."""
-        batch_size = _check_batch_size(batch_size)
+        step = min(_check_batch_size(batch_size), _CHUNK)
         n = stamps.shape[0]
         scores = np.full(n, np.nan, dtype=np.float32)
         scorable = np.zeros(n, dtype=bool)
         spec = self.metadata.normalization
-        for start in range(0, n, batch_size):
-            sl = slice(start, start + batch_size)
+        for start in range(0, n, step):
+            sl = slice(start, start + step)
             var = variance[sl] if variance is not None else None
             normalized, sigma = normalize_stamps_with_scale(stamps[sl], self.channels, spec, var)
             ok = np.isfinite(sigma)
             scorable[sl] = ok
             if ok.any():
-                probs = self.predict_normalized(normalized[ok], batch_size=batch_size)
+                probs = self.predict_normalized(normalized[ok] if not ok.all() else normalized)
                 chunk = scores[sl]
                 chunk[ok] = probs
         return scores, scorable
