@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.wcs import WCS
-from scipy.spatial import cKDTree
-from scipy.special import erf
-
 from lsst.meas.realbogus import mask_planes
 from lsst.meas.realbogus.detection import CATALOG_COLUMNS, DetectionConfig, detect_dia_sources
 from lsst.meas.realbogus.diffim import gaussian_kernel, psf_sigma
 from lsst.meas.realbogus.ids import make_source_ids
+from scipy.spatial import cKDTree
+from scipy.special import erf
 
 SIGMA = 2.0
 NOISE = 10.0
@@ -35,6 +34,7 @@ def render(shape, xs, ys, fluxes, sigma=SIGMA):
 
 
 def grid_sources(shape, spacing, rng, margin=20):
+    """Return x, y of a jittered grid of well-separated positions."""
     g_y = np.arange(margin, shape[0] - margin, spacing)
     g_x = np.arange(margin, shape[1] - margin, spacing)
     xx, yy = np.meshgrid(g_x, g_y)
@@ -42,6 +42,7 @@ def grid_sources(shape, spacing, rng, margin=20):
 
 
 def noisy(shape, rng):
+    """Return white noise of sigma NOISE, its variance plane and an empty mask."""
     return rng.normal(size=shape) * NOISE, np.full(shape, NOISE**2), np.zeros(shape, np.int32)
 
 
@@ -54,6 +55,7 @@ def match(catalog, xs, ys, radius=2.0):
 
 
 def test_completeness_vs_snr():
+    """Completeness is ~50 % near SNR 5 and ≥ 90 % at SNR ≥ 7."""
     rng = np.random.default_rng(11)
     shape = (1000, 1000)
     xs, ys = grid_sources(shape, 40, rng)
@@ -72,7 +74,7 @@ def test_completeness_vs_snr():
 
 
 def rice_expected_peaks(threshold, n_pixels, psf):
-    """Expected number of local maxima above ``threshold`` of a unit Gaussian field (per polarity).
+    """Return the expected number of local maxima above ``threshold`` of a unit Gaussian field (per polarity).
 
     Euler-characteristic density of an isotropic 2-D Gaussian field whose correlation function is
     a Gaussian of variance 2 sigma² (white noise filtered by a Gaussian PSF of sigma).
@@ -82,6 +84,7 @@ def rice_expected_peaks(threshold, n_pixels, psf):
 
 
 def test_false_positive_rate_matches_gaussian_expectation():
+    """Pure-noise detections match the Gaussian-field peak count."""
     rng = np.random.default_rng(12)
     shape = (1024, 2048)
     noise, var, mask = noisy(shape, rng)
@@ -97,6 +100,7 @@ def test_false_positive_rate_matches_gaussian_expectation():
 
 
 def test_flux_and_centroid_pulls_both_polarities():
+    """Fluxes and centroids are unbiased with the expected scatter, both signs."""
     rng = np.random.default_rng(13)
     shape = (700, 700)
     xs, ys = grid_sources(shape, 30, rng)
@@ -132,6 +136,7 @@ def test_flux_and_centroid_pulls_both_polarities():
 
 
 def test_ids_columns_and_wcs():
+    """Columns, dtypes, ids and sky coordinates follow DESIGN.md."""
     rng = np.random.default_rng(14)
     shape = (200, 200)
     noise, var, mask = noisy(shape, rng)
@@ -156,6 +161,7 @@ def test_ids_columns_and_wcs():
 
 
 def test_empty_image_gives_empty_table_with_all_columns():
+    """No sources gives an empty table with every column."""
     shape = (100, 120)
     mask = np.zeros(shape, np.int32)
     result = detect_dia_sources(np.zeros(shape), np.ones(shape), mask, PSF)
@@ -171,6 +177,7 @@ def test_empty_image_gives_empty_table_with_all_columns():
 
 
 def test_flags_and_masked_pixels():
+    """Mask bits near sources set the flags; masked pixels never give NaN."""
     rng = np.random.default_rng(15)
     shape = (300, 300)
     noise, var, mask = noisy(shape, rng)
@@ -207,6 +214,7 @@ def test_flags_and_masked_pixels():
 
 
 def test_deblending_of_close_pair():
+    """Two well-separated peaks of one footprint become two sources."""
     rng = np.random.default_rng(16)
     shape = (120, 120)
     noise, var, mask = noisy(shape, rng)
@@ -220,6 +228,7 @@ def test_deblending_of_close_pair():
 
 
 def test_invalid_inputs_raise():
+    """Bad shapes, PSFs, configurations and ids raise ValueError."""
     shape = (50, 50)
     with pytest.raises(ValueError, match=r"\(50, 51\)"):
         detect_dia_sources(np.zeros(shape), np.ones((50, 51)), np.zeros(shape, np.int32), PSF)
@@ -229,5 +238,5 @@ def test_invalid_inputs_raise():
         detect_dia_sources(np.zeros(shape), np.ones(shape), np.zeros(shape, np.int32), PSF,
                            config=DetectionConfig(polarity="up"))
     with pytest.raises(ValueError, match="visit"):
-        detect_dia_sources(np.zeros(shape) + render(shape, [25], [25], [100 * FLUX_ERR]), np.ones(shape) * 100,
+        detect_dia_sources(render(shape, [25], [25], [100 * FLUX_ERR]), np.ones(shape) * 100,
                            np.zeros(shape, np.int32), PSF, visit=-1)

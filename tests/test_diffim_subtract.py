@@ -6,10 +6,9 @@ import logging
 
 import numpy as np
 import pytest
-from scipy.special import erf
-
 from lsst.meas.realbogus import mask_planes
 from lsst.meas.realbogus.diffim import SubtractionConfig, gaussian_kernel, psf_sigma, subtract_images
+from scipy.special import erf
 
 
 def render(shape, xs, ys, fluxes, sigmas):
@@ -65,6 +64,7 @@ def source_free(shape, xs, ys, radius):
 
 
 def test_difference_noise_matches_variance():
+    """Source-free difference pixels have chi² per pixel ≈ 1 against the variance plane."""
     inputs, xs, ys = make_pair()
     result = subtract_images(**inputs)
     assert result.image.dtype == np.float32 and result.variance.dtype == np.float32
@@ -78,12 +78,13 @@ def test_difference_noise_matches_variance():
     assert abs(np.mean(chi)) < 0.03
     # Whole image, stars included: residuals stay close to the noise.
     good = result.mask == 0
-    assert np.mean((result.image[good] ** 2 / result.variance[good])) < 1.15
+    assert np.mean(result.image[good] ** 2 / result.variance[good]) < 1.15
     np.testing.assert_allclose(result.psf, inputs["science_psf"] / inputs["science_psf"].sum())
     assert result.psf_sigma == pytest.approx(psf_sigma(inputs["science_psf"]))
 
 
 def test_kernel_recovers_gaussian_matching_kernel():
+    """The fitted kernel matches the exact discrete matching kernel of two Gaussian PSFs."""
     inputs, _, _ = make_pair(sky_sci=10.0, sky_tmp=3.0, seed=2)
     result = subtract_images(**inputs, config=SubtractionConfig(spatial_order=0))
     # The exact discrete matching kernel: Fourier division of the two pixelised PSFs.
@@ -104,6 +105,7 @@ def test_kernel_recovers_gaussian_matching_kernel():
 
 
 def test_photometric_scaling_and_background_are_fitted():
+    """A flux scaling and a flat background offset are absorbed by the fit."""
     inputs, xs, ys = make_pair(bg_offset=50.0, scale=1.25, seed=3)
     result = subtract_images(**inputs, config=SubtractionConfig(background_order=0))
     assert result.metrics["kernel_sum"] == pytest.approx(1.25, rel=0.01)
@@ -118,6 +120,7 @@ def test_photometric_scaling_and_background_are_fitted():
 
 
 def test_spatially_varying_kernel_improves_fit():
+    """A linearly varying science PSF is fitted better with spatial order 1."""
     inputs, xs, ys = make_pair(n_stars=200, s_sci_slope=0.4, sky_sci=20.0, sky_tmp=6.0, seed=4)
     const = subtract_images(**inputs, config=SubtractionConfig(spatial_order=0))
     linear = subtract_images(**inputs, config=SubtractionConfig(spatial_order=1))
@@ -126,6 +129,7 @@ def test_spatially_varying_kernel_improves_fit():
 
 
 def test_transient_survives_subtraction():
+    """A point source present only in the science image keeps its flux."""
     shape = (400, 400)
     transient = render(shape, [200.3], [150.7], [20000.0], 2.0)
     inputs, _, _ = make_pair(extra_science=transient, seed=5)
@@ -141,6 +145,7 @@ def test_transient_survives_subtraction():
 
 
 def test_nan_pixels_stay_local():
+    """NaN pixels only spread over a kernel-sized neighbourhood, masked NO_DATA."""
     inputs, _, _ = make_pair(seed=6)
     inputs["template_image"][100:110, 200:205] = np.nan
     inputs["template_mask"][100:110, 200:205] |= mask_planes.NO_DATA
@@ -160,6 +165,7 @@ def test_nan_pixels_stay_local():
 
 
 def test_template_mask_planes_are_grown():
+    """Template mask planes grow by the kernel footprint; science planes do not; EDGE border."""
     inputs, _, _ = make_pair(seed=7)
     inputs["template_mask"][50, 60] |= mask_planes.SAT
     inputs["science_mask"][250, 260] |= mask_planes.CR
@@ -175,6 +181,7 @@ def test_template_mask_planes_are_grown():
 
 
 def test_shape_mismatch_raises():
+    """Planes of different shapes raise a ValueError naming the shapes."""
     inputs, _, _ = make_pair(shape=(64, 64), n_stars=5)
     inputs["template_variance"] = np.ones((64, 65))
     with pytest.raises(ValueError, match=r"template_variance.*\(64, 65\)"):
@@ -182,6 +189,7 @@ def test_shape_mismatch_raises():
 
 
 def test_bad_psf_raises():
+    """Invalid PSFs and configurations raise ValueError."""
     inputs, _, _ = make_pair(shape=(64, 64), n_stars=5)
     inputs["science_psf"] = np.ones((4, 4))
     with pytest.raises(ValueError, match="science_psf"):
@@ -191,20 +199,22 @@ def test_bad_psf_raises():
 
 
 def test_fallback_kernel_without_stars(caplog):
+    """Without enough stars an analytic Gaussian kernel is used, with a warning."""
     inputs, _, _ = make_pair(n_stars=2, seed=8)
     with caplog.at_level(logging.WARNING, logger="lsst.meas.realbogus.diffim"):
         result = subtract_images(**inputs)
     assert result.metrics["fallback"] is True
     assert result.n_stamps_used == 0
     assert "analytic Gaussian" in caplog.text
-    assert psf_sigma(result.kernel) == pytest.approx(np.sqrt(psf_sigma(inputs["science_psf"]) ** 2
-                                                             - psf_sigma(inputs["template_psf"]) ** 2), rel=0.05)
+    expected_sigma = np.sqrt(psf_sigma(inputs["science_psf"]) ** 2 - psf_sigma(inputs["template_psf"]) ** 2)
+    assert psf_sigma(result.kernel) == pytest.approx(expected_sigma, rel=0.05)
     good = result.mask == 0
     assert np.all(np.isfinite(result.image[good]))
     assert abs(np.mean(result.image[good] ** 2 / result.variance[good]) - 1.0) < 0.1
 
 
 def test_sharper_science_convolves_science(caplog):
+    """A sharper science PSF switches to convolving the science image."""
     inputs, xs, ys = make_pair(s_sci=1.3, s_tmp=2.0, sky_tmp=15.0, seed=9)
     with caplog.at_level(logging.WARNING, logger="lsst.meas.realbogus.diffim"):
         result = subtract_images(**inputs)

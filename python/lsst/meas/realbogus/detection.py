@@ -150,7 +150,7 @@ def _subpixel(values: np.ndarray, iy: int, ix: int) -> tuple[float, float]:
 def _select_peaks(
     signed: np.ndarray, peaks_y: np.ndarray, peaks_x: np.ndarray, min_sep: float, min_dip: float
 ) -> list[int]:
-    """Indices (into the peak arrays, sorted brightest first) of the peaks kept for one footprint."""
+    """Return the indices (into the peak arrays, brightest first) of the peaks kept in one footprint."""
     order = np.argsort(-signed[peaks_y, peaks_x], kind="stable")
     kept: list[int] = []
     for k in order:
@@ -289,7 +289,8 @@ def detect_dia_sources(
                 best = s + int(np.argmax(signed[py[s:e], px[s:e]]))
                 chosen = [best]
             else:
-                chosen = [s + k for k in _select_peaks(signed, py[s:e], px[s:e], min_sep, config.min_peak_dip)]
+                kept = _select_peaks(signed, py[s:e], px[s:e], min_sep, config.min_peak_dip)
+                chosen = [s + k for k in kept]
             for k in chosen:
                 iy, ix = int(py[k]), int(px[k])
                 dx, dy = _subpixel(signed, iy, ix)
@@ -299,9 +300,10 @@ def detect_dia_sources(
                 shifted /= shifted.sum()
                 y0, y1 = max(iy - psf_half_y, 0), min(iy + psf_half_y + 1, ny)
                 x0, x1 = max(ix - psf_half_x, 0), min(ix + psf_half_x + 1, nx)
-                p = shifted[y0 - iy + psf_half_y : y1 - iy + psf_half_y, x0 - ix + psf_half_x : x1 - ix + psf_half_x]
-                w = np.where(usable[y0:y1, x0:x1], 1.0 / np.where(usable[y0:y1, x0:x1], var[y0:y1, x0:x1], 1.0),
-                             0.0)
+                p = shifted[y0 - iy + psf_half_y : y1 - iy + psf_half_y,
+                            x0 - ix + psf_half_x : x1 - ix + psf_half_x]
+                ok = usable[y0:y1, x0:x1]
+                w = np.where(ok, 1.0 / np.where(ok, var[y0:y1, x0:x1], 1.0), 0.0)
                 denom = float((p * p * w).sum())
                 if denom > 0:
                     flux = float((p * data[y0:y1, x0:x1] * w).sum()) / denom

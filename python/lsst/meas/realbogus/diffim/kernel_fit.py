@@ -101,7 +101,8 @@ def _stamp_system(
     b = target[y0 - stamp_half : y0 + stamp_half + 1, x0 - stamp_half : x0 + stamp_half + 1].ravel()
     w = weight[y0 - stamp_half : y0 + stamp_half + 1, x0 - stamp_half : x0 + stamp_half + 1].ravel()
     p = poly_values(x0, y0, spatial_order, shape)
-    columns = [conv[:, :1], (conv[:, 1:, np.newaxis] * p[np.newaxis, np.newaxis, :]).reshape(conv.shape[0], -1)]
+    spatial_columns = conv[:, 1:, np.newaxis] * p[np.newaxis, np.newaxis, :]
+    columns = [conv[:, :1], spatial_columns.reshape(conv.shape[0], -1)]
     if background_order >= 0:
         yy, xx = np.mgrid[y0 - stamp_half : y0 + stamp_half + 1, x0 - stamp_half : x0 + stamp_half + 1]
         columns.append(poly_values(xx.ravel(), yy.ravel(), background_order, shape).T)

@@ -167,7 +167,8 @@ def subtract_images(
         if science_sharper:
             _LOG.warning(
                 "Science PSF (sigma=%.3f px) is sharper than the template PSF (sigma=%.3f px): convolving "
-                "the science image instead; the difference image has the template PSF.", sigma_sci, sigma_tmpl,
+                "the science image instead; the difference image has the template PSF.",
+                sigma_sci, sigma_tmpl,
             )
     ill_posed = (mode == "template" and science_sharper) or (
         mode == "science" and sigma_tmpl < (1.0 - config.sharper_tolerance) * sigma_sci
