@@ -1,0 +1,511 @@
+#!/usr/bin/env python
+"""Speed benchmark: scoring one detector's diaSources, ours vs the incumbent.
+
+Run from the repository root::
+
+    .venv/bin/python bench/bench_speed.py [--threads 1] [--quick] [--json out.json]
+
+Everything is measured in one run, side by side, with ``--threads`` intra-op
+threads (1 by default) for PyTorch, ONNX Runtime and the BLAS libraries.
+Four sections are printed:
+
+1. cutout extraction rate vs number of sources on a 4k × 4k detector (three
+   planes): `~lsst.meas.realbogus.cutouts.extract_cutouts` vs the incumbent's
+   per-source Python loop (`~lsst.meas.realbogus.incumbent.incumbent_cutouts`);
+2. model throughput per architecture and inference backend, with FLOPs per
+   source and the fraction of the core's peak (estimated with a large sgemm);
+3. end-to-end scoring of a detector (cutouts + normalisation + model) for the
+   same source counts: `~lsst.meas.realbogus.scoring.RealBogusModel.score`
+   as it is, the same with the ONNX Runtime backend, and the incumbent's way
+   (`~lsst.meas.realbogus.incumbent.incumbent_score`), with the ratios and a
+   breakdown of where our time goes;
+4. peak memory above the images for the largest source count.
+
+Rates are ``sources / time`` of the best of several repeats.  With one
+thread the time is the process CPU time (`time.process_time`), which is
+robust against other processes sharing the cores; the best wall time is
+reported alongside.  With more threads the wall time is used.
+"""
+
+from __future__ import annotations
+
+__all__ = ["main", "parse_args"]
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+_DEFAULT_COUNTS = (100, 1_000, 10_000, 100_000)
+_QUICK_COUNTS = (100, 1_000)
+_SIZE = 51
+_BACKENDS = (
+    ("torch", {}),
+    ("torch", {"channels_last": True}),
+    ("torchscript", {}),
+    ("torchscript", {"channels_last": True}),
+    ("onnx", {}),
+)
+_ARCHS = (("rb3_cnn", 4), ("rb1_cnn", 2), ("incumbent_cnn", 3))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line.
+
+    Parameters
+    ----------
+    argv : `~collections.abc.Sequence` [`str`], optional
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    args : `argparse.Namespace`
+        Parsed arguments.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    parser.add_argument("--quick", action="store_true", help="small smoke run (1k×1k image, few sources)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--counts", type=lambda s: tuple(int(v) for v in s.split(",")), help="source counts, e.g. 100,1000"
+    )
+    parser.add_argument("--image-size", type=int, help="detector side in pixels (default 4096)")
+    parser.add_argument("--repeats", type=int, help="repeats per measurement (best is kept; default 3)")
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to build)")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=20.0,
+        help="stop repeating a measurement once it has used this many seconds (default 20)",
+    )
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
+    if args.counts is None:
+        args.counts = _QUICK_COUNTS if args.quick else _DEFAULT_COUNTS
+    if any(c < 1 for c in args.counts):
+        parser.error("--counts must be positive")
+    if args.image_size is None:
+        args.image_size = 1024 if args.quick else 4096
+    if args.image_size < _SIZE:
+        parser.error(f"--image-size must be at least {_SIZE}")
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    return args
+
+
+def _pin_threads(threads: int) -> None:
+    """Pin the BLAS/OpenMP thread pools (before numpy/torch are imported)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+class _Timer:
+    """Best-of-N timing by process CPU time (1 thread) or wall time."""
+
+    def __init__(self, threads: int, repeats: int, max_seconds: float):
+        self.use_cpu = threads == 1
+        self.repeats = repeats
+        self.max_seconds = max_seconds
+
+    def measure(self, func: Callable[[], Any], warmup: bool = False) -> dict[str, float]:
+        if warmup:
+            func()
+        cpu, wall = [], []
+        spent = 0.0
+        for _ in range(self.repeats):
+            w0, c0 = time.perf_counter(), time.process_time()
+            func()
+            c1, w1 = time.process_time(), time.perf_counter()
+            cpu.append(c1 - c0)
+            wall.append(w1 - w0)
+            spent += w1 - w0
+            if spent > self.max_seconds:
+                break
+        best = min(cpu) if self.use_cpu else min(wall)
+        return {"seconds": best, "cpu_best": min(cpu), "wall_best": min(wall), "runs": len(cpu)}
+
+
+class _RssSampler:
+    """Sample the resident set size in a thread and keep its maximum."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def rss() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            import psutil
+
+            return int(psutil.Process().memory_info().rss)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> _RssSampler:
+        self.start = self.rss()
+        self.peak = self.start
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+def _make_detector(size: int, seed: int = 12345) -> dict[str, Any]:
+    """Simulated detector planes: noise, a few stars, a NaN patch and mask bits."""
+    import numpy as np
+
+    from lsst.meas.realbogus import mask_planes
+
+    rng = np.random.default_rng(seed)
+    sky_sigma = 30.0
+    science = rng.standard_normal((size, size), dtype=np.float32) * np.float32(sky_sigma)
+    template = rng.standard_normal((size, size), dtype=np.float32) * np.float32(sky_sigma * 0.7)
+    yy, xx = np.mgrid[-7:8, -7:8]
+    star = np.exp(-(xx**2 + yy**2) / (2 * 1.7**2)).astype(np.float32)
+    for _ in range(size * size // 20_000):
+        x0, y0 = rng.integers(0, size - 15, 2)
+        flux = np.float32(rng.uniform(500, 50_000))
+        science[y0 : y0 + 15, x0 : x0 + 15] += flux * star
+        template[y0 : y0 + 15, x0 : x0 + 15] += flux * star
+    difference = science - template
+    variance = np.full((size, size), sky_sigma**2 * 1.49, dtype=np.float32)
+    mask = np.zeros((size, size), dtype=np.int32)
+    patch = slice(size // 3, size // 3 + 40)
+    for plane in (science, difference):
+        plane[patch, patch] = np.nan
+    mask[patch, patch] |= mask_planes.NO_DATA
+    mask[size // 2, :] |= mask_planes.SAT  # a saturated row
+    return {
+        "science": science,
+        "template": template,
+        "difference": difference,
+        "variance": variance,
+        "mask": mask,
+    }
+
+
+def _positions(n: int, size: int, seed: int) -> tuple[Any, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-0.5, size - 0.5, n), rng.uniform(-0.5, size - 0.5, n)
+
+
+def _sgemm_peak(timer: _Timer) -> float:
+    """Best single-precision GEMM rate in GFLOP/s (an estimate of the peak)."""
+    import torch
+
+    n = 1024
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    c = torch.empty(n, n)
+
+    def run() -> None:
+        for _ in range(4):
+            torch.mm(a, b, out=c)
+
+    t = timer.measure(run, warmup=True)
+    return 4 * 2 * n**3 / t["seconds"] / 1e9
+
+
+def _fmt_rate(v: float) -> str:
+    return f"{v:,.0f}"
+
+
+def _print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    line = "  ".join("-" * w for w in widths)
+    print(line)
+    print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells[0], widths))))
+    print(line)
+    for r in cells[1:]:
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    print(line, flush=True)
+
+
+def _ours_models(threads: int) -> dict[str, Any]:
+    """Our rb3_cnn scorers: RealBogusModel as is, and with the ONNX backend."""
+    import numpy as np
+    import torch
+    from scipy.special import expit
+
+    from lsst.meas.realbogus.architectures import build_architecture
+    from lsst.meas.realbogus.backends import make_backend
+    from lsst.meas.realbogus.model_package import ModelMetadata
+    from lsst.meas.realbogus.scoring import RealBogusModel
+
+    torch.manual_seed(0)
+    module = build_architecture("rb3_cnn")
+    metadata = ModelMetadata(
+        architecture="rb3_cnn", channels=["template", "science", "difference"], cutout_size=_SIZE, version="bench"
+    )
+    backend = make_backend(module, "onnx", in_channels=metadata.input_channels, size=_SIZE, threads=threads)
+
+    class BackendModel(RealBogusModel):
+        """RealBogusModel whose network runs on an inference backend."""
+
+        def predict_normalized(self, normalized: np.ndarray, *, batch_size: int = 4096) -> np.ndarray:
+            return expit(backend.predict_logits(normalized)).astype(np.float32)
+
+    return {
+        "ours (RealBogusModel, torch)": RealBogusModel(module, metadata),
+        "ours (RealBogusModel, onnx)": BackendModel(module, metadata),
+    }
+
+
+def _breakdown(model: Any, det: dict[str, Any], x: Any, y: Any, timer: _Timer) -> dict[str, float]:
+    """Time the stages of our scoring separately on the same sources."""
+    import numpy as np
+
+    from lsst.meas.realbogus.cutouts import extract_cutouts
+    from lsst.meas.realbogus.normalization import normalize_stamps_with_scale
+
+    planes = {c: det[c] for c in model.channels}
+    spec = model.metadata.normalization
+    cut = extract_cutouts(planes, x, y, _SIZE, mask=det["mask"])
+    var = extract_cutouts({"variance": det["variance"]}, x, y, _SIZE)
+    norm, _ = normalize_stamps_with_scale(cut.stamps, model.channels, spec, var.stamps[:, 0])
+    norm = np.ascontiguousarray(norm)
+    t_cut = timer.measure(lambda: extract_cutouts(planes, x, y, _SIZE, mask=det["mask"]))["seconds"]
+    t_var = timer.measure(lambda: extract_cutouts({"variance": det["variance"]}, x, y, _SIZE))["seconds"]
+    t_norm = timer.measure(
+        lambda: normalize_stamps_with_scale(cut.stamps, model.channels, spec, var.stamps[:, 0])
+    )["seconds"]
+    t_model = timer.measure(lambda: model.predict_normalized(norm), warmup=True)["seconds"]
+    return {"cutouts": t_cut, "variance_cutouts": t_var, "normalization": t_norm, "model": t_model}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark, print the tables and return the results.
+
+    Parameters
+    ----------
+    argv : `~collections.abc.Sequence` [`str`], optional
+        Command-line arguments.
+
+    Returns
+    -------
+    results : `dict`
+        Everything printed, as JSON-serialisable values.
+    """
+    args = parse_args(argv)
+    _pin_threads(args.threads)
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # Already fixed by an earlier parallel call in this process.
+
+    from lsst.meas.realbogus.architectures import build_architecture, flops_per_source
+    from lsst.meas.realbogus.backends import make_backend
+    from lsst.meas.realbogus.cutouts import extract_cutouts
+    from lsst.meas.realbogus.incumbent import incumbent_cutouts, incumbent_score
+
+    timer = _Timer(args.threads, args.repeats, args.max_seconds)
+    results: dict[str, Any] = {
+        "config": {
+            "threads": args.threads,
+            "quick": args.quick,
+            "image_size": args.image_size,
+            "counts": list(args.counts),
+            "repeats": args.repeats,
+            "timing": "process CPU time" if timer.use_cpu else "wall time",
+            "stamp_size": _SIZE,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },
+    }
+    try:
+        import onnxruntime
+
+        results["machine"]["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    print(
+        f"meas_realbogus speed benchmark: threads={args.threads}, detector {args.image_size}×{args.image_size}, "
+        f"stamps {_SIZE}×{_SIZE}, best of {args.repeats} ({results['config']['timing']})"
+    )
+
+    peak = _sgemm_peak(timer)
+    results["sgemm_gflops"] = peak
+    print(f"Estimated peak: {peak:.1f} GFLOP/s fp32 ({args.threads} thread(s), 1024³ sgemm)")
+
+    det = _make_detector(args.image_size)
+    planes3 = {c: det[c] for c in ("science", "template", "difference")}
+
+    # 1. Cutouts ------------------------------------------------------------
+    rows = []
+    results["cutouts"] = []
+    for n in args.counts:
+        x, y = _positions(n, args.image_size, seed=n)
+        ours = timer.measure(lambda: extract_cutouts(planes3, x, y, _SIZE))
+        inc = timer.measure(
+            lambda: incumbent_cutouts(det["science"], det["template"], det["difference"], x, y, _SIZE)
+        )
+        r_ours, r_inc = n / ours["seconds"], n / inc["seconds"]
+        results["cutouts"].append({"n": n, "ours": ours, "incumbent": inc, "ours_rate": r_ours,
+                                   "incumbent_rate": r_inc})
+        rows.append((f"{n:,}", _fmt_rate(r_ours), _fmt_rate(r_inc), f"{r_ours / r_inc:.1f}×"))
+    _print_table(
+        "1. Cutout extraction, 3 planes 51×51 (sources/s)",
+        ("sources", "ours extract_cutouts", "incumbent loop", "ours/incumbent"),
+        rows,
+    )
+
+    # 2. Model throughput --------------------------------------------------
+    n_model = 256 if args.quick else 2048
+    backends = list(_BACKENDS) + ([("compile", {"channels_last": True})] if args.compile else [])
+    rows = []
+    results["models"] = []
+    rng = np.random.default_rng(0)
+    for arch, c in _ARCHS:
+        torch.manual_seed(0)
+        module = build_architecture(arch)
+        flops = flops_per_source(module, c, _SIZE)
+        xs = rng.standard_normal((n_model, c, _SIZE, _SIZE), dtype=np.float32)
+        for name, kw in backends:
+            label = name + ("+channels_last" if kw.get("channels_last") else "")
+            backend = make_backend(module, name, in_channels=c, size=_SIZE, threads=args.threads, **kw)
+            t = timer.measure(lambda: backend.predict_logits(xs), warmup=True)
+            rate = n_model / t["seconds"]
+            gflops = rate * flops / 1e9
+            results["models"].append(
+                {"architecture": arch, "backend": label, "flops_per_source": flops, "rate": rate,
+                 "gflops": gflops, "fraction_of_peak": gflops / peak, **t}
+            )
+            rows.append((arch, label, f"{flops / 1e6:.2f}", _fmt_rate(rate), f"{gflops:.1f}",
+                         f"{100 * gflops / peak:.0f}%"))
+    _print_table(
+        f"2. Model throughput, {n_model} stamps in chunks of 256 (sources/s)",
+        ("architecture", "backend", "MFLOP/src", "sources/s", "GFLOP/s", "of peak"),
+        rows,
+    )
+
+    # 3. End to end --------------------------------------------------------
+    ours_models = _ours_models(args.threads)
+    torch.manual_seed(0)
+    incumbent_module = build_architecture("incumbent_cnn").eval()
+    rows = []
+    results["end_to_end"] = []
+    for n in args.counts:
+        x, y = _positions(n, args.image_size, seed=n + 1)
+        entry: dict[str, Any] = {"n": n}
+        for label, model in ours_models.items():
+            entry[label] = timer.measure(
+                lambda: model.score(
+                    det["science"], det["template"], det["difference"], x, y,
+                    variance=det["variance"], mask=det["mask"],
+                ),
+                warmup=n <= 1000,
+            )
+        entry["incumbent"] = timer.measure(
+            lambda: incumbent_score(det["science"], det["template"], det["difference"], x, y, incumbent_module),
+            warmup=n <= 1000,
+        )
+        inc_rate = n / entry["incumbent"]["seconds"]
+        row = [f"{n:,}"]
+        for label in ours_models:
+            rate = n / entry[label]["seconds"]
+            entry[label]["rate"] = rate
+            row += [_fmt_rate(rate), f"{rate / inc_rate:.1f}×"]
+        entry["incumbent"]["rate"] = inc_rate
+        row += [_fmt_rate(inc_rate), f"{entry['incumbent']['seconds']:.2f}"]
+        results["end_to_end"].append(entry)
+        rows.append(row)
+    header = ["sources"]
+    for label in ours_models:
+        short = label.split(", ")[1].rstrip(")")
+        header += [f"ours {short} /s", "vs inc."]
+    header += ["incumbent /s", "incumbent s"]
+    _print_table("3. End to end per detector: cutouts + normalisation + model (sources/s)", header, rows)
+
+    # Breakdown of our time at the largest count.
+    n = max(args.counts)
+    x, y = _positions(n, args.image_size, seed=n + 1)
+    rows = []
+    results["breakdown"] = {}
+    for label, model in ours_models.items():
+        parts = _breakdown(model, det, x, y, timer)
+        total = sum(parts.values())
+        results["breakdown"][label] = parts
+        rows.append(
+            [label] + [f"{1e6 * v / n:.1f} ({100 * v / total:.0f}%)" for v in parts.values()]
+            + [f"{1e6 * total / n:.1f}"]
+        )
+    _print_table(
+        f"   Where our time goes at {n:,} sources (µs per source, share)",
+        ["scorer", "cutouts 3+mask", "variance cutout", "normalisation", "model", "sum"],
+        rows,
+    )
+
+    # 4. Memory ------------------------------------------------------------
+    image_bytes = sum(a.nbytes for a in det.values())
+    results["memory"] = {"n": n, "image_bytes": image_bytes}
+    rows = []
+    scorers: dict[str, Callable[[], Any]] = {
+        label: (lambda m=model: m.score(det["science"], det["template"], det["difference"], x, y,
+                                        variance=det["variance"], mask=det["mask"]))
+        for label, model in ours_models.items()
+    }
+    scorers["incumbent"] = lambda: incumbent_score(
+        det["science"], det["template"], det["difference"], x, y, incumbent_module
+    )
+    for label, func in scorers.items():
+        with _RssSampler() as sampler:
+            func()
+        delta = sampler.peak - sampler.start
+        results["memory"][label] = delta
+        rows.append((label, f"{delta / 2**20:,.0f}", "yes" if delta < 2**30 else "NO"))
+    _print_table(
+        f"4. Peak RSS above the images ({image_bytes / 2**20:,.0f} MiB) while scoring {n:,} sources",
+        ("scorer", "MiB", "< 1 GiB"),
+        rows,
+    )
+
+    e2e = results["end_to_end"][-1]
+    best_label = max(ours_models, key=lambda k: e2e[k]["rate"])
+    ratio = e2e[best_label]["rate"] / e2e["incumbent"]["rate"]
+    cut_rate = results["cutouts"][-1]["ours_rate"]
+    results["summary"] = {"best": best_label, "end_to_end_ratio": ratio, "cutout_rate": cut_rate}
+    print(
+        f"\nSummary at {e2e['n']:,} sources: {best_label} is {ratio:.1f}× the incumbent end to end "
+        f"(target ≥ 5×: {'met' if ratio >= 5 else 'NOT met'}); cutouts {cut_rate:,.0f}/s "
+        f"(target ≥ 100,000/s: {'met' if cut_rate >= 1e5 else 'NOT met'})."
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=float)
+        print(f"Results written to {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
