@@ -17,6 +17,7 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_MODEL_PATH",
     "ALERT_CHANNELS",
+    "FORWARD_BATCH",
     "ScoreResult",
     "RealBogusModel",
     "load_model",
@@ -47,8 +48,10 @@ ALERT_CHANNELS: tuple[str, ...] = ("science", "template", "difference")
 """Channel order of alert stamps and of `RealBogusModel.score_stamps` input."""
 
 _CHUNK = 256
-"""Stamps normalised and passed through the network together (cache-friendly; results do not
-depend on it because the networks have no batch-dependent operations)."""
+"""Stamps normalised together (cache-friendly; normalisation is per stamp)."""
+
+FORWARD_BATCH = 64
+"""Fixed number of stamps per forward pass (the last pass is zero-padded)."""
 
 REASON_NON_FINITE_POSITION = "non_finite_position"
 REASON_OUTSIDE = "outside_image"
@@ -216,38 +219,50 @@ class RealBogusModel:
 
     # -- low level --------------------------------------------------------
 
-    def predict_normalized(self, normalized: np.ndarray, *, batch_size: int = 4096) -> np.ndarray:
+    def predict_normalized(self, normalized: np.ndarray) -> np.ndarray:
         """Apply the network and output activation to normalised stamps.
+
+        The network always sees batches of exactly `FORWARD_BATCH` stamps (the
+        last one zero-padded), so that every stamp goes through the same
+        kernels and its score is bit-identical whatever the batch it came in.
 
         Parameters
         ----------
         normalized : `numpy.ndarray`
             ``(N, C_out, S, S)`` output of the package's normalisation.
-        batch_size : `int`, optional
-            Stamps per forward pass.
 
         Returns
         -------
         probabilities : `numpy.ndarray`
             ``(N,)`` float32 in [0, 1].
         """
-        step = min(_check_batch_size(batch_size), _CHUNK)
+        normalized = np.asarray(normalized, dtype=np.float32)
+        if normalized.ndim != 4 or normalized.shape[1] != self.metadata.input_channels:
+            raise ValueError(
+                f"normalized stamps must have shape (N, {self.metadata.input_channels}, S, S), "
+                f"got {normalized.shape}"
+            )
         n = normalized.shape[0]
         out = np.empty(n, dtype=np.float32)
+        step = FORWARD_BATCH
+        transforms = range(8) if self.dihedral_average else range(1)
         with torch.inference_mode():
             for start in range(0, n, step):
-                x = torch.from_numpy(np.ascontiguousarray(normalized[start : start + step]))
-                x = x.to(self.device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
-                transforms = range(8) if self.dihedral_average else range(1)
-                prob = torch.zeros(x.shape[0], dtype=torch.float32, device=self.device)
-                for k in transforms:
-                    logits = self.module(_dihedral(x, k) if k else x)
+                block = normalized[start : start + step]
+                k = block.shape[0]
+                if k < step:
+                    block = np.concatenate([block, np.zeros((step - k,) + block.shape[1:], np.float32)])
+                x = torch.from_numpy(np.ascontiguousarray(block)).to(self.device)
+                prob = torch.zeros(step, dtype=torch.float32, device=self.device)
+                for t in transforms:
+                    xt = (_dihedral(x, t) if t else x).contiguous(memory_format=torch.channels_last)
+                    logits = self.module(xt).float()
                     if self.metadata.output_activation == "sigmoid":
                         prob += torch.sigmoid(logits)
                     else:
                         prob += logits.clamp(0.0, 1.0)
                 prob /= len(transforms)
-                out[start : start + x.shape[0]] = prob.float().cpu().numpy()
+                out[start : start + k] = prob[:k].cpu().numpy()
         return out
 
     def _score_stamps_ordered(
