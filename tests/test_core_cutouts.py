@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from lsst.meas.realbogus import mask_planes
 from lsst.meas.realbogus.cutouts import center_crop_or_pad, extract_cutouts, iter_cutout_batches
 
 
 def naive_cutout(image: np.ndarray, x: float, y: float, size: int) -> np.ndarray:
-    """Reference: per-source slicing with NaN outside."""
+    """Cut one stamp pixel by pixel (reference), NaN outside."""
     out = np.full((size, size), np.nan, dtype=np.float32)
     if not (np.isfinite(x) and np.isfinite(y)):
         return out
@@ -124,8 +123,10 @@ def test_crop_or_pad_matches_direct_cut(height: int, width: int, size: int) -> N
     stamp = image[np.ix_(rows, cols)][None, None]
     out = center_crop_or_pad(stamp, size)
     direct = extract_cutouts({"d": image}, np.array([30.0]), np.array([30.0]), size).stamps
-    inside_r = (np.arange(size) - size // 2 + height // 2 >= 0) & (np.arange(size) - size // 2 + height // 2 < height)
-    inside_c = (np.arange(size) - size // 2 + width // 2 >= 0) & (np.arange(size) - size // 2 + width // 2 < width)
+    src_r = np.arange(size) - size // 2 + height // 2
+    src_c = np.arange(size) - size // 2 + width // 2
+    inside_r = (src_r >= 0) & (src_r < height)
+    inside_c = (src_c >= 0) & (src_c < width)
     inside = inside_r[:, None] & inside_c[None, :]
     np.testing.assert_array_equal(out[0, 0][inside], direct[0, 0][inside])
     assert np.all(np.isnan(out[0, 0][~inside]))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.table import Table
-
 from lsst.meas.realbogus.labels import label_candidates, match_candidates
 
 
@@ -51,7 +50,8 @@ def test_matches_brute_force(seed: int) -> None:
 
 
 def test_non_finite_and_empty() -> None:
-    result = match_candidates(np.array([np.nan, 1.0]), np.array([0.0, 1.0]), np.array([1.0]), np.array([1.0]), 0.5)
+    one = np.array([1.0])
+    result = match_candidates(np.array([np.nan, 1.0]), np.array([0.0, 1.0]), one, one, 0.5)
     np.testing.assert_array_equal(result.truth_index, [-1, 0])
     empty = match_candidates(np.array([1.0]), np.array([1.0]), np.array([]), np.array([]), 0.5)
     np.testing.assert_array_equal(empty.truth_index, [-1])

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from lsst.meas.realbogus.architectures import build_architecture
 from lsst.meas.realbogus.errors import ModelPackageError
 from lsst.meas.realbogus.model_package import (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from lsst.meas.realbogus.normalization import (
     NormalizationSpec,
     nanmedian_rows,
@@ -70,7 +69,8 @@ def test_robust_values() -> None:
         expected = (chan - np.median(chan, axis=1)[:, None]) / mad[:, None]
         np.testing.assert_allclose(out[:, c].reshape(3, -1), expected, rtol=1e-4, atol=1e-4)
     # With the variance the scale is sqrt(median variance).
-    np.testing.assert_allclose(noise_scale(stamps, CHANNELS, NormalizationSpec(), variance), np.sqrt(variance[:, 0, 0]))
+    sigma = noise_scale(stamps, CHANNELS, NormalizationSpec(), variance)
+    np.testing.assert_allclose(sigma, np.sqrt(variance[:, 0, 0]))
 
 
 def test_stretch_compresses_bright() -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from lsst.meas.realbogus import mask_planes
 from lsst.meas.realbogus.architectures import build_architecture
 from lsst.meas.realbogus.cutouts import extract_cutouts
@@ -104,7 +103,11 @@ def test_mask_flags(model_path: Path, images: dict[str, np.ndarray]) -> None:
     mask = np.zeros(images["difference"].shape, np.int32)
     mask[40, 30] = mask_planes.SAT
     result = model.score(
-        images["science"], images["template"], images["difference"], np.array([30.0, 70.0]), np.array([40.0, 80.0]),
+        images["science"],
+        images["template"],
+        images["difference"],
+        np.array([30.0, 70.0]),
+        np.array([40.0, 80.0]),
         mask=mask,
     )
     np.testing.assert_array_equal(result.flag_bad, [True, False])
@@ -166,7 +169,8 @@ def test_difference_only_model(tmp_path: Path, images: dict[str, np.ndarray]) ->
         normalization=NormalizationSpec(method="difference_snr"),
     )
     model = load_model(path)
-    result = model.score(None, None, images["difference"], np.array([30.0]), np.array([40.0]), images["variance"])
+    x, y = np.array([30.0]), np.array([40.0])
+    result = model.score(None, None, images["difference"], x, y, images["variance"])
     assert np.isfinite(result.scores[0])
     rb3 = load_model(write_model(tmp_path / "rb3.safetensors"))
     with pytest.raises(ValueError, match="needs the 'template'"):
@@ -193,3 +197,16 @@ def test_load_model_cached_and_errors(model_path: Path, tmp_path: Path) -> None:
         load_model(tmp_path / "nope.safetensors")
     with pytest.raises(ValueError, match="device"):
         load_model(model_path, device="tpu")
+
+
+def test_empty_and_bad_inputs(model_path: Path, images: dict[str, np.ndarray]) -> None:
+    model = load_model(model_path)
+    empty = model.score(images["science"], images["template"], images["difference"], np.zeros(0), np.zeros(0))
+    assert len(empty) == 0 and empty.scores.dtype == np.float32
+    with pytest.raises(ValueError, match="share one shape"):
+        model.score(images["science"][:10], images["template"], images["difference"], np.ones(1), np.ones(1))
+    with pytest.raises(ValueError, match="shape"):
+        model.score_stamps(np.zeros((2, 3, 5)))
+    with pytest.raises(ValueError, match="batch_size"):
+        model.score(images["science"], images["template"], images["difference"], np.ones(1), np.ones(1),
+                    batch_size=0)

@@ -254,7 +254,9 @@ class RB3CNN(nn.Module):
             layers += [nn.Conv2d(previous, w, kernel_size=3, stride=2, padding=1), nn.ReLU(inplace=True)]
             previous = w
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Linear(2 * previous, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+        self.head = nn.Sequential(
+            nn.Linear(2 * previous, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return ``(N,)`` logits for ``(N, C, S, S)`` stamps."""

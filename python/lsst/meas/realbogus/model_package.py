@@ -180,8 +180,12 @@ class ModelMetadata:
         if not isinstance(self.normalization, NormalizationSpec):
             fail(f"normalization must be a NormalizationSpec, got {type(self.normalization).__name__}")
         if self.normalization.method != "none" and "difference" not in self.channels:
-            fail(f"normalisation {self.normalization.method!r} needs a 'difference' channel; got {self.channels}")
-        if isinstance(self.cutout_size, bool) or not isinstance(self.cutout_size, int) or self.cutout_size < 1:
+            fail(
+                f"normalisation {self.normalization.method!r} needs a 'difference' channel; "
+                f"got {self.channels}"
+            )
+        size = self.cutout_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             fail(f"cutout_size must be a positive int, got {self.cutout_size!r}")
         if not isinstance(self.version, str) or not self.version:
             fail(f"version must be a non-empty string, got {self.version!r}")
