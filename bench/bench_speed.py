@@ -242,8 +242,14 @@ def _print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]
     print(line, flush=True)
 
 
-def _ours_models(threads: int) -> dict[str, Any]:
-    """Our rb3_cnn scorers: RealBogusModel as is, and with the ONNX backend."""
+def _ours_models(
+    threads: int, size: int = _SIZE, max_stat_pixels: int | None = None, torch_too: bool = True
+) -> dict[str, Any]:
+    """Our rb3_cnn scorers: RealBogusModel as is, and with the ONNX backend.
+
+    ``size`` and ``max_stat_pixels`` change the (simulated) package's cutout
+    size and normalisation, for the what-if rows.
+    """
     import numpy as np
     import torch
     from scipy.special import expit
@@ -251,14 +257,20 @@ def _ours_models(threads: int) -> dict[str, Any]:
     from lsst.meas.realbogus.architectures import build_architecture
     from lsst.meas.realbogus.backends import make_backend
     from lsst.meas.realbogus.model_package import ModelMetadata
+    from lsst.meas.realbogus.normalization import NormalizationSpec
     from lsst.meas.realbogus.scoring import RealBogusModel
 
     torch.manual_seed(0)
     module = build_architecture("rb3_cnn")
+    spec = NormalizationSpec() if max_stat_pixels is None else NormalizationSpec(max_stat_pixels=max_stat_pixels)
     metadata = ModelMetadata(
-        architecture="rb3_cnn", channels=["template", "science", "difference"], cutout_size=_SIZE, version="bench"
+        architecture="rb3_cnn",
+        channels=["template", "science", "difference"],
+        cutout_size=size,
+        version="bench",
+        normalization=spec,
     )
-    backend = make_backend(module, "onnx", in_channels=metadata.input_channels, size=_SIZE, threads=threads)
+    backend = make_backend(module, "onnx", in_channels=metadata.input_channels, size=size, threads=threads)
 
     class BackendModel(RealBogusModel):
         """RealBogusModel whose network runs on an inference backend."""
@@ -266,10 +278,10 @@ def _ours_models(threads: int) -> dict[str, Any]:
         def predict_normalized(self, normalized: np.ndarray, *, batch_size: int = 4096) -> np.ndarray:
             return expit(backend.predict_logits(normalized)).astype(np.float32)
 
-    return {
-        "ours (RealBogusModel, torch)": RealBogusModel(module, metadata),
-        "ours (RealBogusModel, onnx)": BackendModel(module, metadata),
-    }
+    models = {"ours (RealBogusModel, onnx)": BackendModel(module, metadata)}
+    if torch_too:
+        models = {"ours (RealBogusModel, torch)": RealBogusModel(module, metadata), **models}
+    return models
 
 
 def _breakdown(model: Any, det: dict[str, Any], x: Any, y: Any, timer: _Timer) -> dict[str, float]:
@@ -285,10 +297,13 @@ def _breakdown(model: Any, det: dict[str, Any], x: Any, y: Any, timer: _Timer) -
     var = extract_cutouts({"variance": det["variance"]}, x, y, _SIZE)
     norm, _ = normalize_stamps_with_scale(cut.stamps, model.channels, spec, var.stamps[:, 0])
     norm = np.ascontiguousarray(norm)
-    t_cut = timer.measure(lambda: extract_cutouts(planes, x, y, _SIZE, mask=det["mask"]))["seconds"]
-    t_var = timer.measure(lambda: extract_cutouts({"variance": det["variance"]}, x, y, _SIZE))["seconds"]
+    # Warm-ups keep first-touch page faults of fresh allocations out of the timings.
+    t_cut = timer.measure(lambda: extract_cutouts(planes, x, y, _SIZE, mask=det["mask"]), warmup=True)["seconds"]
+    t_var = timer.measure(
+        lambda: extract_cutouts({"variance": det["variance"]}, x, y, _SIZE), warmup=True
+    )["seconds"]
     t_norm = timer.measure(
-        lambda: normalize_stamps_with_scale(cut.stamps, model.channels, spec, var.stamps[:, 0])
+        lambda: normalize_stamps_with_scale(cut.stamps, model.channels, spec, var.stamps[:, 0]), warmup=True
     )["seconds"]
     t_model = timer.measure(lambda: model.predict_normalized(norm), warmup=True)["seconds"]
     return {"cutouts": t_cut, "variance_cutouts": t_var, "normalization": t_norm, "model": t_model}
@@ -463,6 +478,33 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     _print_table(
         f"   Where our time goes at {n:,} sources (µs per source, share)",
         ["scorer", "cutouts 3+mask", "variance cutout", "normalisation", "model", "sum"],
+        rows,
+    )
+
+    # What-if: the same code with other package settings (smaller crop, fewer statistics pixels).
+    n_w = min(n, 10_000)
+    e2e_w = next(e for e in results["end_to_end"] if e["n"] == n_w) if n_w in args.counts else None
+    x_w, y_w = _positions(n_w, args.image_size, seed=n_w + 1)
+    inc_rate_w = e2e_w["incumbent"]["rate"] if e2e_w else n_w / timer.measure(
+        lambda: incumbent_score(det["science"], det["template"], det["difference"], x_w, y_w, incumbent_module)
+    )["seconds"]
+    rows = []
+    results["what_if"] = []
+    for size_w, msp in ((_SIZE, None), (_SIZE, 256), (41, 256), (35, 256), (31, 256)):
+        (model_w,) = _ours_models(args.threads, size_w, msp, torch_too=False).values()
+        t = timer.measure(
+            lambda: model_w.score(det["science"], det["template"], det["difference"], x_w, y_w,
+                                  variance=det["variance"], mask=det["mask"]),
+            warmup=True,
+        )
+        rate = n_w / t["seconds"]
+        stat = model_w.metadata.normalization.max_stat_pixels
+        results["what_if"].append({"n": n_w, "size": size_w, "max_stat_pixels": stat, "rate": rate,
+                                   "ratio": rate / inc_rate_w, **t})
+        rows.append((f"{size_w}×{size_w}", stat, _fmt_rate(rate), f"{rate / inc_rate_w:.1f}×"))
+    _print_table(
+        f"   What-if, ours (RealBogusModel, onnx) at {n_w:,} sources vs incumbent {_fmt_rate(inc_rate_w)}/s",
+        ("crop", "max_stat_pixels", "sources/s", "vs inc."),
         rows,
     )
 
