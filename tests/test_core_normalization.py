@@ -132,3 +132,13 @@ def test_nanmedian_rows_matches_numpy() -> None:
     values[4, 2] = np.inf
     expected = np.array([np.median(r[np.isfinite(r)]) if np.isfinite(r).any() else np.nan for r in values])
     np.testing.assert_allclose(nanmedian_rows(values), expected)
+
+
+def test_empty_and_integer_input() -> None:
+    for spec in SPECS:
+        out = normalize_stamps(np.zeros((0, 3, 7, 7)), CHANNELS, spec)
+        assert out.shape == (0, len(spec.output_channels(CHANNELS)), 7, 7)
+    counts = np.random.default_rng(2).poisson(100, size=(2, 3, 9, 9))  # integer DN stamps
+    out = normalize_stamps(counts, CHANNELS)
+    assert out.dtype == np.float32 and np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, normalize_stamps(counts.astype(np.float64) * 3.0, CHANNELS), atol=1e-5)

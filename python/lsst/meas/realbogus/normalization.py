@@ -373,6 +373,8 @@ def normalize_stamps_with_scale(
         raise ValueError(f"Normalisation {spec.method!r} needs a 'difference' channel; got {channels}")
     n_used = len(used)
     out = np.empty((n, n_used + int(spec.mask_channel)) + stamps.shape[2:], dtype=np.float32)
+    if n == 0:
+        return out, np.zeros(0)
     data = out[:, :n_used]
     for i, name in enumerate(used):
         data[:, i] = stamps[:, channels.index(name)]
@@ -384,7 +386,8 @@ def normalize_stamps_with_scale(
     else:
         diff_median = None
         if spec.method == "robust":
-            k = spec.stat_stride(int(np.prod(data.shape[2:])))
+            npix = int(np.prod(data.shape[2:]))
+            k = spec.stat_stride(npix)
             flat = out.reshape(out.shape[0], out.shape[1], -1)[:, :n_used, ::k]
             med = nanmedian_rows(flat.reshape(n * n_used, -1)).reshape(n, n_used)
             diff_median = med[:, used.index("difference")]
