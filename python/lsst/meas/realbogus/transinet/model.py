@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["TransiNetModel", "save_transinet_package"]
+__all__ = ["TransiNetModel", "save_transinet_package", "DEFAULT_MODEL_FILE", "DEFAULT_MODEL_COMMAND"]
 
 import os
 from typing import Any
@@ -15,6 +15,16 @@ from .architecture import ARCHITECTURE_NAME, TransiNetUNet
 from .normalization import NormalizationSpec, normalize_pair, valid_mask
 from .peaks import find_peaks
 from .tiling import predict_full, predict_tiled
+
+DEFAULT_MODEL_FILE = "transinet_default.safetensors"
+"""Name of the default model in the package ``data`` directory."""
+
+DEFAULT_MODEL_COMMAND = (
+    "python -m lsst.meas.realbogus.transinet.train_cli --checkpoint-dir /tmp/tn_ckpt "
+    "--thresholds 0.4 0.5 0.6 0.7 0.8 --threshold 0.6 "
+    "--output python/lsst/meas/realbogus/data/transinet_default.safetensors --report transinet_report.json"
+)
+"""Command that reproduces the default model (resumable: re-run with the same checkpoint directory)."""
 
 
 def _meta_get(metadata: Any, name: str, default: Any = None) -> Any:
@@ -94,6 +104,28 @@ class TransiNetModel:
             module.load_state_dict(package.state_dict)
         kwargs.setdefault("threshold", float(_meta_get(metadata, "threshold", 0.5)))
         return cls(module, spec, version=str(_meta_get(metadata, "version", "")), **kwargs)
+
+    @classmethod
+    def default(cls, **kwargs: Any) -> TransiNetModel:
+        """Load the small default model shipped with the package.
+
+        It is ``data/transinet_default.safetensors``, produced by the command in
+        `DEFAULT_MODEL_COMMAND`.
+
+        Raises
+        ------
+        FileNotFoundError
+            Raised if the package data file is missing.
+        """
+        from importlib.resources import files
+
+        from ..model_package import read_model_package
+
+        resource = files("lsst.meas.realbogus").joinpath("data", DEFAULT_MODEL_FILE)
+        if not resource.is_file():
+            raise FileNotFoundError(f"Default TransiNet model {DEFAULT_MODEL_FILE} is not installed; "
+                                    f"create it with: {DEFAULT_MODEL_COMMAND}")
+        return cls.from_package(read_model_package(resource.read_bytes()), **kwargs)
 
     @classmethod
     def from_training_result(cls, result: Any, **kwargs: Any) -> TransiNetModel:
