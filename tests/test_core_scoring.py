@@ -210,3 +210,14 @@ def test_empty_and_bad_inputs(model_path: Path, images: dict[str, np.ndarray]) -
     with pytest.raises(ValueError, match="batch_size"):
         model.score(images["science"], images["template"], images["difference"], np.ones(1), np.ones(1),
                     batch_size=0)
+
+
+def test_unscorable_reasons(model_path: Path, images: dict[str, np.ndarray]) -> None:
+    model = load_model(model_path)
+    difference = images["difference"].copy()
+    difference[:30, :30] = np.nan  # a NaN region larger than the stamp
+    difference[60:100, 60:100] = 3.0  # constant: no noise estimate
+    x, y = np.array([14.0, 80.0, 40.0]), np.array([14.0, 80.0, 60.0])
+    result = model.score(images["science"], images["template"], difference, x, y)
+    assert list(result.reason[:2]) == ["no_valid_pixels", "no_noise_estimate"]
+    assert np.all(np.isnan(result.scores[:2])) and np.isfinite(result.scores[2])

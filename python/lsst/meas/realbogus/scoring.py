@@ -56,6 +56,7 @@ FORWARD_BATCH = 64
 REASON_NON_FINITE_POSITION = "non_finite_position"
 REASON_OUTSIDE = "outside_image"
 REASON_NO_VALID = "no_valid_pixels"
+REASON_NO_NOISE = "no_noise_estimate"
 
 
 @dataclass
@@ -78,7 +79,8 @@ class ScoreResult:
         ``(N,)`` str: ``""`` for a clean score; otherwise comma-separated
         ``edge``, ``bad_pixels``, ``nan_center`` for scored sources, or one
         of ``non_finite_position``, ``outside_image``, ``no_valid_pixels``
-        for unscored (NaN) ones.
+        (every pixel unusable) or ``no_noise_estimate`` (the difference
+        stamp has no spread, e.g. constant) for unscored (NaN) ones.
     """
 
     scores: np.ndarray
@@ -478,7 +480,8 @@ def _make_result(batch: CutoutBatch, scores: np.ndarray, scorable: np.ndarray) -
     for flag, word in ((flag_edge, "edge"), (flag_bad, "bad_pixels"), (flag_center, "nan_center")):
         reasons[flag] = np.where(reasons[flag] == "", word, reasons[flag] + "," + word)
     unscored = ~scorable | ~finite_pos | outside
-    reasons[unscored & ~scorable] = REASON_NO_VALID
+    reasons[~scorable] = REASON_NO_NOISE
+    reasons[~scorable & (batch.bad_fraction >= 1.0)] = REASON_NO_VALID
     reasons[outside] = REASON_OUTSIDE
     reasons[~finite_pos] = REASON_NON_FINITE_POSITION
     scores[unscored] = np.nan
