@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from lsst.meas.realbogus import mask_planes
 from lsst.meas.realbogus.butler import images, repo
 from lsst.meas.realbogus.butler.toy_data import make_toy_visit
@@ -61,8 +60,9 @@ def test_visit_image_round_trip(butler_with_visit):
 
 def test_mask_plane_names(butler_with_visit):
     butler, toy = butler_with_visit
-    science = butler.get("preliminary_visit_image", instrument="SimCam", visit=7, detector=1,
-                         collections=repo.DEFAULT_SIM_RUN)
+    science = butler.get(
+        "preliminary_visit_image", instrument="SimCam", visit=7, detector=1, collections=repo.DEFAULT_SIM_RUN
+    )
     # Our planes are stored under the lsst.images names.
     assert {"SATURATED", "COSMIC_RAY", "NO_DATA", "DETECTED_NEGATIVE"} <= set(science.mask.schema.names)
     np.testing.assert_array_equal(science.mask.get("COSMIC_RAY"), (toy.science.mask & mask_planes.CR) != 0)
@@ -70,8 +70,9 @@ def test_mask_plane_names(butler_with_visit):
 
 def test_truth_round_trip(butler_with_visit):
     butler, toy = butler_with_visit
-    truth = butler.get("truth_transients", instrument="SimCam", visit=7, detector=1,
-                       collections=repo.DEFAULT_SIM_RUN)
+    truth = butler.get(
+        "truth_transients", instrument="SimCam", visit=7, detector=1, collections=repo.DEFAULT_SIM_RUN
+    )
     assert truth.colnames == toy.truth.colnames
     for name in truth.colnames:
         if truth[name].dtype.kind == "f":
@@ -83,12 +84,25 @@ def test_truth_round_trip(butler_with_visit):
 def test_difference_image_keeps_science_frame():
     toy = make_toy_visit(3, 0, size=64)
     science = images.make_visit_image(
-        toy.science.image, toy.science.variance, toy.science.mask, wcs=toy.wcs, psf_sigma=2.0,
-        instrument="SimCam", visit=3, detector=0, physical_filter="r_sim", band="r", metadata=toy.metadata,
+        toy.science.image,
+        toy.science.variance,
+        toy.science.mask,
+        wcs=toy.wcs,
+        psf_sigma=2.0,
+        instrument="SimCam",
+        visit=3,
+        detector=0,
+        physical_filter="r_sim",
+        band="r",
+        metadata=toy.metadata,
     )
-    diff = images.make_difference_image(science.image.array - 1, science.variance.array * 2,
-                                        toy.science.mask | mask_planes.DETECTED, science=science,
-                                        metadata={"DIFFIM_KERNEL_SUM": 1.01, "ignored": [1, 2]})
+    diff = images.make_difference_image(
+        science.image.array - 1,
+        science.variance.array * 2,
+        toy.science.mask | mask_planes.DETECTED,
+        science=science,
+        metadata={"DIFFIM_KERNEL_SUM": 1.01, "ignored": [1, 2]},
+    )
     arrays = images.exposure_to_arrays(diff)
     np.testing.assert_array_equal(arrays.image, toy.science.image - 1)
     assert (arrays.mask & mask_planes.DETECTED).all()
@@ -99,13 +113,22 @@ def test_difference_image_keeps_science_frame():
 
 def test_bad_inputs_are_rejected():
     toy = make_toy_visit(3, 0, size=32)
-    kwargs = dict(wcs=toy.wcs, psf_sigma=2.0, instrument="SimCam", visit=3, detector=0,
-                  physical_filter="r_sim", band="r")
+    kwargs = dict(
+        wcs=toy.wcs,
+        psf_sigma=2.0,
+        instrument="SimCam",
+        visit=3,
+        detector=0,
+        physical_filter="r_sim",
+        band="r",
+    )
     with pytest.raises(ValueError, match="shapes differ"):
         images.make_visit_image(toy.science.image, toy.science.variance[:-1], toy.science.mask, **kwargs)
     with pytest.raises(ValueError, match="not planes"):
-        images.make_visit_image(toy.science.image, toy.science.variance, toy.science.mask | (1 << 20),
-                                **kwargs)
+        images.make_visit_image(
+            toy.science.image, toy.science.variance, toy.science.mask | (1 << 20), **kwargs
+        )
     with pytest.raises(ValueError, match="psf_sigma"):
-        images.make_visit_image(toy.science.image, toy.science.variance, toy.science.mask,
-                                **{**kwargs, "psf_sigma": 0.0})
+        images.make_visit_image(
+            toy.science.image, toy.science.variance, toy.science.mask, **{**kwargs, "psf_sigma": 0.0}
+        )

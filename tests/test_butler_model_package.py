@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from lsst.daf.butler import Butler
-
 from lsst.meas.realbogus.architectures import build_architecture
 from lsst.meas.realbogus.butler import repo
 from lsst.meas.realbogus.model_package import (
@@ -19,9 +18,14 @@ from lsst.meas.realbogus.model_package import (
 def _package() -> ModelPackage:
     torch.manual_seed(4)
     net = build_architecture("rb3_cnn", widths=(4, 4), hidden=4)
-    metadata = ModelMetadata(architecture="rb3_cnn", channels=["template", "science", "difference"],
-                             cutout_size=31, version="bt0.1",
-                             architecture_kwargs={"widths": [4, 4], "hidden": 4}, threshold=0.42)
+    metadata = ModelMetadata(
+        architecture="rb3_cnn",
+        channels=["template", "science", "difference"],
+        cutout_size=31,
+        version="bt0.1",
+        architecture_kwargs={"widths": [4, 4], "hidden": 4},
+        threshold=0.42,
+    )
     # Go through the package's own serialisation so that the checksum is filled in.
     return read_model_package(model_package_to_bytes(net, metadata))
 

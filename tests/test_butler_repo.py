@@ -9,7 +9,6 @@ import textwrap
 
 import pytest
 from lsst.daf.butler import Butler
-
 from lsst.meas.realbogus.butler import SimCam, repo
 from lsst.meas.realbogus.butler.instrument import SIM_FILTERS
 from lsst.meas.realbogus.butler.toy_data import make_toy_visit
@@ -25,7 +24,10 @@ def test_create_sim_repo_records(tmp_path):
     filters = {r.name: r.band for r in registry.queryDimensionRecords("physical_filter")}
     assert filters == SIM_FILTERS
     assert {dt.name for dt in registry.queryDatasetTypes()} >= {
-        "preliminary_visit_image", "template_detector", "truth_transients"}
+        "preliminary_visit_image",
+        "template_detector",
+        "truth_transients",
+    }
     # The seed config put our storage class and formatter into the repo's own butler.yaml.
     text = (tmp_path / "repo" / "butler.yaml").read_text()
     assert "RealBogusModelPackage" in text and "ModelPackageFormatter" in text

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from lsst.daf.butler import Butler
-from lsst.pipe.base import Pipeline
-
 from lsst.meas.realbogus.butler import repo
 from lsst.meas.realbogus.cli import demo, make_sim_repo
 from lsst.meas.realbogus.simulation import small_test_config
+from lsst.pipe.base import Pipeline
 
 PIPELINE = Path(__file__).parents[1] / "pipelines" / "SimulatedAP.yaml"
 RESOURCE = "resource://lsst.meas.realbogus/pipelines/SimulatedAP.yaml"
@@ -33,8 +32,12 @@ def test_pipeline_resolves_as_package_resource():
     assert list(by_resource.tasks) == list(by_path.tasks)
     diffim = Pipeline.from_uri(f"{RESOURCE}#diffim").to_graph()
     assert list(diffim.tasks) == ["subtractImages", "detectDiaSources"]
-    assert set(by_path.dataset_types) >= {"preliminary_visit_image", "template_detector",
-                                          "truth_transients", *OUTPUTS}
+    assert set(by_path.dataset_types) >= {
+        "preliminary_visit_image",
+        "template_detector",
+        "truth_transients",
+        *OUTPUTS,
+    }
 
 
 def _check_outputs(root: str, output: str) -> None:
@@ -54,10 +57,12 @@ def test_pipetask_run_serial_and_parallel(sim_repo):
     demo.run_pipetask(sim_repo, RESOURCE, "test/parallel", processes=2)
     _check_outputs(sim_repo, "test/parallel")
     butler = Butler.from_config(sim_repo)
-    serial = butler.get("dia_source_unstandardized", visit=4, detector=0, instrument="SimCam",
-                        collections="test/serial")
-    parallel = butler.get("dia_source_unstandardized", visit=4, detector=0, instrument="SimCam",
-                          collections="test/parallel")
+    serial = butler.get(
+        "dia_source_unstandardized", visit=4, detector=0, instrument="SimCam", collections="test/serial"
+    )
+    parallel = butler.get(
+        "dia_source_unstandardized", visit=4, detector=0, instrument="SimCam", collections="test/parallel"
+    )
     np.testing.assert_array_equal(serial["psf_flux"], parallel["psf_flux"])
     summary = demo.summarize_outputs(sim_repo, "test/serial")
     assert summary["visits"] == [4] and summary["detectors"] == [0]

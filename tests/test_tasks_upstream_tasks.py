@@ -6,10 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from scipy import ndimage
 from lsst.daf.butler import Butler
-from lsst.pipe.base import testUtils
-
 from lsst.meas.realbogus import mask_planes
 from lsst.meas.realbogus.butler import images, repo
 from lsst.meas.realbogus.detection import CATALOG_COLUMNS, DetectionConfig
@@ -23,6 +20,8 @@ from lsst.meas.realbogus.tasks import (
     SubtractImagesConfig,
     SubtractImagesTask,
 )
+from lsst.pipe.base import testUtils
+from scipy import ndimage
 
 DATA_ID = {"instrument": "SimCam", "visit": 3, "detector": 0}
 RUN = "test/upstream"  # testUtils.makeQuantum finds inputs and writes outputs in butler.run
@@ -33,8 +32,9 @@ def butler(tmp_path_factory) -> Butler:
     root = tmp_path_factory.mktemp("tasks_repo")
     writer = repo.create_sim_repo(root, n_detectors=1)
     repo.ingest_simulated_visits(writer, small_test_config(256), [3], [0], seed=5, run=RUN)
-    repo.register_dataset_types(writer, ["difference_image", "dia_source_unstandardized",
-                                         "dia_source_truth_match"])
+    repo.register_dataset_types(
+        writer, ["difference_image", "dia_source_unstandardized", "dia_source_truth_match"]
+    )
     return Butler.from_config(str(root), writeable=True, run=RUN)
 
 
@@ -61,8 +61,17 @@ def test_subtract_images_quantum(butler):
     assert diff.psf_sigma == pytest.approx(sci.psf_sigma)
     assert "DIFFIM_CONVOLVED" in diff.metadata
     # The task feeds the numerics exactly the stored planes and PSFs.
-    direct = subtract_images(sci.image, sci.variance, sci.mask, tmpl.image, tmpl.variance, tmpl.mask,
-                             sci.psf, tmpl.psf, config=task.config.to_subtraction_config())
+    direct = subtract_images(
+        sci.image,
+        sci.variance,
+        sci.mask,
+        tmpl.image,
+        tmpl.variance,
+        tmpl.mask,
+        sci.psf,
+        tmpl.psf,
+        config=task.config.to_subtraction_config(),
+    )
     np.testing.assert_array_equal(diff.image, direct.image)
     np.testing.assert_array_equal(diff.mask, direct.mask)
     # The brightest unmasked static star cancels.
@@ -95,8 +104,14 @@ def test_detect_and_match_quanta(butler):
     truth = butler.get("truth_transients", DATA_ID)
     struct = match.run(sources, truth, butler.get("difference_image.sky_projection", DATA_ID))
     testUtils.assertValidOutput(match, struct)
-    assert list(matches.colnames) == ["id", "is_real", "truth_id", "truth_type", "truth_snr",
-                                      "separation_arcsec"]
+    assert list(matches.colnames) == [
+        "id",
+        "is_real",
+        "truth_id",
+        "truth_type",
+        "truth_snr",
+        "separation_arcsec",
+    ]
     np.testing.assert_array_equal(matches["id"], sources["id"])
     real = np.asarray(matches["is_real"])
     assert real.any() and (~real).any()
@@ -112,8 +127,12 @@ def test_detect_and_match_quanta(butler):
 def test_match_truth_radius(butler):
     sources = butler.get("dia_source_unstandardized", DATA_ID)
     truth = butler.get("truth_transients", DATA_ID)
-    wide = MatchTruthTask(config=MatchTruthConfig(match_radius_arcsec=0.5)).run(sources, truth, pixel_scale=0.2)
-    tiny = MatchTruthTask(config=MatchTruthConfig(match_radius_arcsec=1e-4)).run(sources, truth, pixel_scale=0.2)
+    wide = MatchTruthTask(config=MatchTruthConfig(match_radius_arcsec=0.5)).run(
+        sources, truth, pixel_scale=0.2
+    )
+    tiny = MatchTruthTask(config=MatchTruthConfig(match_radius_arcsec=1e-4)).run(
+        sources, truth, pixel_scale=0.2
+    )
     assert tiny.matches["is_real"].sum() == 0 < wide.matches["is_real"].sum()
     with pytest.raises(ValueError, match="lacks columns"):
         MatchTruthTask().run(sources[["id", "x"]], truth, pixel_scale=0.2)
@@ -128,8 +147,12 @@ def test_catalog_storage_class_is_configurable(butler):
     connections = config.connections.ConnectionsClass(config=config)
     assert connections.dia_sources.storageClass == "DataFrame"
     assert connections.dia_sources.name == "dia_source_dataframe"
-    assert DetectDiaSourcesConfig().connections.ConnectionsClass(
-        config=DetectDiaSourcesConfig()).dia_sources.storageClass == "ArrowAstropy"
+    assert (
+        DetectDiaSourcesConfig()
+        .connections.ConnectionsClass(config=DetectDiaSourcesConfig())
+        .dia_sources.storageClass
+        == "ArrowAstropy"
+    )
 
 
 def test_configs_mirror_numerical_dataclasses():

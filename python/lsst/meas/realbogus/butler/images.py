@@ -208,8 +208,14 @@ def mask_from_images(mask: Mask) -> np.ndarray:
     return result
 
 
-def _make_camera_frames(instrument: str, detector: int, width: int, height: int,
-                        pixel_size_mm: float, plate_scale_arcsec_per_mm: float) -> CameraFrameSet:
+def _make_camera_frames(
+    instrument: str,
+    detector: int,
+    width: int,
+    height: int,
+    pixel_size_mm: float,
+    plate_scale_arcsec_per_mm: float,
+) -> CameraFrameSet:
     """Build a minimal camera frame set (detector → focal plane → field angle) for one detector."""
     pixels = ast.Frame(2, f"Ident=DETECTOR_{detector},Domain=PIXELS")
     pixels._impl.Bottom_1 = 0
@@ -218,8 +224,9 @@ def _make_camera_frames(instrument: str, detector: int, width: int, height: int,
     pixels._impl.Top_2 = height
     frame_set = ast.FrameSet(pixels)
     focal_plane = ast.Frame(2, "Ident=FOCAL_PLANE,Domain=FOCAL_PLANE,Unit(1)=mm,Unit(2)=mm")
-    to_focal_plane = ast.CmpMap(ast.ShiftMap([-0.5 * width, -0.5 * height]), ast.ZoomMap(2, pixel_size_mm),
-                                True)
+    to_focal_plane = ast.CmpMap(
+        ast.ShiftMap([-0.5 * width, -0.5 * height]), ast.ZoomMap(2, pixel_size_mm), True
+    )
     frame_set.addFrame(1, to_focal_plane, focal_plane)
     field_angle = ast.Frame(2, "Ident=FIELD_ANGLE,Domain=FIELD_ANGLE,Unit(1)=rad,Unit(2)=rad")
     rad_per_mm = plate_scale_arcsec_per_mm * math.pi / (180.0 * 3600.0)
@@ -227,8 +234,16 @@ def _make_camera_frames(instrument: str, detector: int, width: int, height: int,
     return CameraFrameSet(instrument, frame_set)
 
 
-def make_detector(instrument: str, detector: int, width: int, height: int, *, visit: int | None = None,
-                  pixel_size_mm: float = DEFAULT_PIXEL_SIZE_MM, pixel_scale_arcsec: float = 0.2) -> Detector:
+def make_detector(
+    instrument: str,
+    detector: int,
+    width: int,
+    height: int,
+    *,
+    visit: int | None = None,
+    pixel_size_mm: float = DEFAULT_PIXEL_SIZE_MM,
+    pixel_scale_arcsec: float = 0.2,
+) -> Detector:
     """Make an `lsst.images.cameras.Detector` for a simulated detector.
 
     Parameters
@@ -253,8 +268,9 @@ def make_detector(instrument: str, detector: int, width: int, height: int, *, vi
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"detector size must be positive, got {width}x{height}")
-    frames = _make_camera_frames(instrument, detector, width, height, pixel_size_mm,
-                                 pixel_scale_arcsec / pixel_size_mm)
+    frames = _make_camera_frames(
+        instrument, detector, width, height, pixel_size_mm, pixel_scale_arcsec / pixel_size_mm
+    )
     attributes = DetectorAttributes(
         name=f"S{detector:02d}",
         id=detector,
@@ -274,8 +290,9 @@ def _stamp_size(sigma: float) -> int:
     return 2 * half + 1
 
 
-def _make_observation_info(instrument: str, visit: int | None, detector: int, physical_filter: str,
-                           metadata: Mapping[str, Any]) -> ObservationInfo:
+def _make_observation_info(
+    instrument: str, visit: int | None, detector: int, physical_filter: str, metadata: Mapping[str, Any]
+) -> ObservationInfo:
     """Build the `ObservationInfo` of a simulated exposure from its metadata."""
     kwargs: dict[str, Any] = {
         "instrument": instrument,
@@ -314,10 +331,22 @@ def _metadata_values(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _build(cls: type[VisitImage], image: np.ndarray, variance: np.ndarray, mask: np.ndarray, *,
-           wcs: astropy.wcs.WCS, psf_sigma: float, instrument: str, visit: int | None, detector: int,
-           physical_filter: str, band: str, metadata: Mapping[str, Any] | None,
-           pixel_scale_arcsec: float | None) -> VisitImage:
+def _build(
+    cls: type[VisitImage],
+    image: np.ndarray,
+    variance: np.ndarray,
+    mask: np.ndarray,
+    *,
+    wcs: astropy.wcs.WCS,
+    psf_sigma: float,
+    instrument: str,
+    visit: int | None,
+    detector: int,
+    physical_filter: str,
+    band: str,
+    metadata: Mapping[str, Any] | None,
+    pixel_scale_arcsec: float | None,
+) -> VisitImage:
     image = np.asarray(image)
     variance = np.asarray(variance)
     mask = np.asarray(mask)
@@ -336,8 +365,9 @@ def _build(cls: type[VisitImage], image: np.ndarray, variance: np.ndarray, mask:
     if pixel_scale_arcsec is None:
         scales = astropy.wcs.utils.proj_plane_pixel_scales(wcs.celestial)
         pixel_scale_arcsec = float(np.mean(scales) * 3600.0)
-    det = make_detector(instrument, detector, width, height, visit=visit,
-                        pixel_scale_arcsec=pixel_scale_arcsec)
+    det = make_detector(
+        instrument, detector, width, height, visit=visit, pixel_scale_arcsec=pixel_scale_arcsec
+    )
     bbox = det.bbox
     frame = DetectorFrame(instrument=instrument, visit=visit, detector=detector, bbox=bbox)
     sky_projection = SkyProjection.from_fits_wcs(wcs, frame, pixel_bounds=bbox)
@@ -356,10 +386,21 @@ def _build(cls: type[VisitImage], image: np.ndarray, variance: np.ndarray, mask:
     )
 
 
-def make_visit_image(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, *, wcs: astropy.wcs.WCS,
-                     psf_sigma: float, instrument: str, visit: int | None, detector: int,
-                     physical_filter: str, band: str, metadata: Mapping[str, Any] | None = None,
-                     pixel_scale_arcsec: float | None = None) -> VisitImage:
+def make_visit_image(
+    image: np.ndarray,
+    variance: np.ndarray,
+    mask: np.ndarray,
+    *,
+    wcs: astropy.wcs.WCS,
+    psf_sigma: float,
+    instrument: str,
+    visit: int | None,
+    detector: int,
+    physical_filter: str,
+    band: str,
+    metadata: Mapping[str, Any] | None = None,
+    pixel_scale_arcsec: float | None = None,
+) -> VisitImage:
     """Build an `lsst.images.VisitImage` from arrays.
 
     Parameters
@@ -402,14 +443,32 @@ def make_visit_image(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, 
         Raised if array shapes differ, the PSF sigma is not positive, the WCS is missing or the
         mask has unknown bits.
     """
-    return _build(VisitImage, image, variance, mask, wcs=wcs, psf_sigma=psf_sigma, instrument=instrument,
-                  visit=visit, detector=detector, physical_filter=physical_filter, band=band,
-                  metadata=metadata, pixel_scale_arcsec=pixel_scale_arcsec)
+    return _build(
+        VisitImage,
+        image,
+        variance,
+        mask,
+        wcs=wcs,
+        psf_sigma=psf_sigma,
+        instrument=instrument,
+        visit=visit,
+        detector=detector,
+        physical_filter=physical_filter,
+        band=band,
+        metadata=metadata,
+        pixel_scale_arcsec=pixel_scale_arcsec,
+    )
 
 
-def make_difference_image(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, *,
-                          science: VisitImage, psf_sigma: float | None = None,
-                          metadata: Mapping[str, Any] | None = None) -> DifferenceImage:
+def make_difference_image(
+    image: np.ndarray,
+    variance: np.ndarray,
+    mask: np.ndarray,
+    *,
+    science: VisitImage,
+    psf_sigma: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> DifferenceImage:
     """Build an `lsst.images.DifferenceImage` on the pixel grid of a science image.
 
     Parameters
@@ -436,8 +495,9 @@ def make_difference_image(image: np.ndarray, variance: np.ndarray, mask: np.ndar
     else:
         if not (psf_sigma > 0 and math.isfinite(psf_sigma)):
             raise ValueError(f"psf_sigma must be positive and finite, got {psf_sigma}")
-        psf = GaussianPointSpreadFunction(float(psf_sigma), bounds=science.bbox,
-                                          stamp_size=_stamp_size(psf_sigma))
+        psf = GaussianPointSpreadFunction(
+            float(psf_sigma), bounds=science.bbox, stamp_size=_stamp_size(psf_sigma)
+        )
     merged = dict(science.metadata.native)
     merged.update(_metadata_values(metadata or {}))
     bbox = science.bbox
@@ -549,8 +609,9 @@ def exposure_to_arrays(exposure: VisitImage) -> ExposureArrays:
     )
 
 
-def sky_projection_pixel_scale(sky_projection: SkyProjection, x: float | None = None,
-                               y: float | None = None) -> float:
+def sky_projection_pixel_scale(
+    sky_projection: SkyProjection, x: float | None = None, y: float | None = None
+) -> float:
     """Return the local pixel scale (arcsec per pixel) of an `lsst.images.SkyProjection`.
 
     Parameters

@@ -137,7 +137,9 @@ def create_sim_repo(root: str | Path, *, n_detectors: int = 2, clobber: bool = F
         if clobber:
             shutil.rmtree(root)
         elif (root / "butler.yaml").exists():
-            raise FileExistsError(f"{root} already holds a Butler repository (use clobber=True to replace it)")
+            raise FileExistsError(
+                f"{root} already holds a Butler repository (use clobber=True to replace it)"
+            )
     root.mkdir(parents=True, exist_ok=True)
     Butler.makeRepo(str(root), config=make_seed_config())
     butler = Butler.from_config(str(root), writeable=True)
@@ -172,8 +174,12 @@ def _corners_region(wcs: Any, width: int, height: int) -> ConvexPolygon:
     return ConvexPolygon([UnitVector3d(LonLat.fromDegrees(float(a), float(d))) for a, d in zip(ra, dec)])
 
 
-def register_visit(butler: Butler, visit: int, metadata: Mapping[str, Any],
-                   detector_regions: Mapping[int, ConvexPolygon] | None = None) -> None:
+def register_visit(
+    butler: Butler,
+    visit: int,
+    metadata: Mapping[str, Any],
+    detector_regions: Mapping[int, ConvexPolygon] | None = None,
+) -> None:
     """Insert the ``day_obs``, ``visit`` and ``visit_detector_region`` records of one visit.
 
     Parameters
@@ -190,7 +196,9 @@ def register_visit(butler: Butler, visit: int, metadata: Mapping[str, Any],
     instrument = SimCam.getName()
     physical_filter = metadata.get("physical_filter")
     if physical_filter not in SIM_FILTERS:
-        raise ValueError(f"visit {visit}: physical_filter {physical_filter!r} is not one of {sorted(SIM_FILTERS)}")
+        raise ValueError(
+            f"visit {visit}: physical_filter {physical_filter!r} is not one of {sorted(SIM_FILTERS)}"
+        )
     mjd = float(metadata.get("mjd", 60000.0))
     exposure_time = float(metadata.get("exposure_time", 30.0))
     begin = astropy.time.Time(mjd, format="mjd", scale="tai")
@@ -233,8 +241,9 @@ def _band(metadata: Mapping[str, Any]) -> str:
     return str(metadata.get("band", SIM_FILTERS[physical_filter]))
 
 
-def put_simulated_visit(butler: Butler, simulated: Any, visit: int, detector: int,
-                        run: str = DEFAULT_SIM_RUN) -> None:
+def put_simulated_visit(
+    butler: Butler, simulated: Any, visit: int, detector: int, run: str = DEFAULT_SIM_RUN
+) -> None:
     """Write one simulated (visit, detector) to the Butler.
 
     The ``visit`` record must exist (`register_visit`).
@@ -261,16 +270,30 @@ def put_simulated_visit(butler: Butler, simulated: Any, visit: int, detector: in
         ("template_detector", simulated.template, simulated.template_psf_sigma),
     ):
         image = make_visit_image(
-            planes.image, planes.variance, planes.mask, wcs=simulated.wcs, psf_sigma=float(sigma),
-            instrument=instrument, visit=visit, detector=detector,
-            physical_filter=metadata["physical_filter"], band=band, metadata=metadata,
+            planes.image,
+            planes.variance,
+            planes.mask,
+            wcs=simulated.wcs,
+            psf_sigma=float(sigma),
+            instrument=instrument,
+            visit=visit,
+            detector=detector,
+            physical_filter=metadata["physical_filter"],
+            band=band,
+            metadata=metadata,
         )
         butler.put(image, name, data_id, run=run)
     butler.put(simulated.truth, "truth_transients", data_id, run=run)
 
 
-def ingest_simulated_visits(butler: Butler, config: Any, visits: Sequence[int], detectors: Sequence[int],
-                            seed: int, run: str = DEFAULT_SIM_RUN) -> int:
+def ingest_simulated_visits(
+    butler: Butler,
+    config: Any,
+    visits: Sequence[int],
+    detectors: Sequence[int],
+    seed: int,
+    run: str = DEFAULT_SIM_RUN,
+) -> int:
     """Simulate visits and write ``preliminary_visit_image``, ``template_detector`` and
     ``truth_transients`` for every (visit, detector).
 
@@ -313,6 +336,8 @@ def ingest_simulated_visits(butler: Butler, config: Any, visits: Sequence[int], 
         for detector, sim in simulated.items():
             put_simulated_visit(butler, sim, visit, detector, run=run)
             n_written += 1
-            _LOG.info("Wrote visit %d detector %d (%d truth rows) to %s.", visit, detector, len(sim.truth), run)
+            _LOG.info(
+                "Wrote visit %d detector %d (%d truth rows) to %s.", visit, detector, len(sim.truth), run
+            )
         del simulated
     return n_written

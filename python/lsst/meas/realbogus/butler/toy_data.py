@@ -84,11 +84,20 @@ def _add_stars(image: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray
         ys = slice(max(y0 - half, 0), min(y0 + half + 1, image.shape[0]))
         xs = slice(max(x0 - half, 0), min(x0 + half + 1, image.shape[1]))
         yy, xx = np.mgrid[ys, xs]
-        image[ys, xs] += fi * np.exp(-0.5 * ((xx - xi) ** 2 + (yy - yi) ** 2) / sigma**2) / (2 * np.pi * sigma**2)
+        image[ys, xs] += (
+            fi * np.exp(-0.5 * ((xx - xi) ** 2 + (yy - yi) ** 2) / sigma**2) / (2 * np.pi * sigma**2)
+        )
 
 
-def make_toy_visit(visit: int, detector: int, size: int = 128, seed: int = 0, *,
-                   transient_flux: float = 20000.0, physical_filter: str = "r_sim") -> ToyVisit:
+def make_toy_visit(
+    visit: int,
+    detector: int,
+    size: int = 128,
+    seed: int = 0,
+    *,
+    transient_flux: float = 20000.0,
+    physical_filter: str = "r_sim",
+) -> ToyVisit:
     """Make a toy science/template pair with stars, one transient and one cosmic ray.
 
     Parameters
@@ -127,8 +136,11 @@ def make_toy_visit(visit: int, detector: int, size: int = 128, seed: int = 0, *,
         _add_stars(image, sx, sy, sflux, sigma)
         if name == "science":
             _add_stars(image, np.array([tx]), np.array([ty]), np.array([transient_flux]), sigma)
-        planes[name] = ToyPlanes(image.astype(np.float32), np.full((size, size), noise**2, np.float32),
-                                 np.zeros((size, size), np.int32))
+        planes[name] = ToyPlanes(
+            image.astype(np.float32),
+            np.full((size, size), noise**2, np.float32),
+            np.zeros((size, size), np.int32),
+        )
     # A cosmic ray and a bad column in the science image.
     cx, cy = int(0.25 * size), int(0.75 * size)
     planes["science"].image[cy, cx] += 5000.0
@@ -162,8 +174,13 @@ def make_toy_visit(visit: int, detector: int, size: int = 128, seed: int = 0, *,
         "seeing_arcsec": 2.355 * psf_sigmas["science"] * 0.2,
     }
     return ToyVisit(
-        science=planes["science"], template=planes["template"],
-        science_psf=_gaussian_kernel(psf_sigmas["science"]), template_psf=_gaussian_kernel(psf_sigmas["template"]),
-        science_psf_sigma=psf_sigmas["science"], template_psf_sigma=psf_sigmas["template"],
-        wcs=wcs, truth=truth, metadata=metadata,
+        science=planes["science"],
+        template=planes["template"],
+        science_psf=_gaussian_kernel(psf_sigmas["science"]),
+        template_psf=_gaussian_kernel(psf_sigmas["template"]),
+        science_psf_sigma=psf_sigmas["science"],
+        template_psf_sigma=psf_sigmas["template"],
+        wcs=wcs,
+        truth=truth,
+        metadata=metadata,
     )

@@ -50,14 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--repo", default="demo_repo", help="repository directory (default %(default)s)")
     add_simulation_arguments(parser)
-    parser.add_argument("-j", "--processes", type=int, default=1,
-                        help="pipetask processes (default %(default)s)")
-    parser.add_argument("--pipeline", default=None,
-                        help="pipeline YAML (default: the package's pipelines/SimulatedAP.yaml)")
-    parser.add_argument("--output", default=DEFAULT_OUTPUT,
-                        help="output CHAINED collection (default %(default)s); each run adds a new RUN")
-    parser.add_argument("--reuse", action="store_true",
-                        help="reuse an existing repository's simulated inputs instead of simulating")
+    parser.add_argument(
+        "-j", "--processes", type=int, default=1, help="pipetask processes (default %(default)s)"
+    )
+    parser.add_argument(
+        "--pipeline", default=None, help="pipeline YAML (default: the package's pipelines/SimulatedAP.yaml)"
+    )
+    parser.add_argument(
+        "--output",
+        default=DEFAULT_OUTPUT,
+        help="output CHAINED collection (default %(default)s); each run adds a new RUN",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse an existing repository's simulated inputs instead of simulating",
+    )
     return parser
 
 
@@ -84,8 +92,14 @@ def find_pipetask() -> list[str]:
     raise FileNotFoundError(f"no pipetask next to {sys.executable} or on PATH; install lsst-ctrl-mpexec")
 
 
-def run_pipetask(repo: str, pipeline: str, output: str, processes: int = 1,
-                 inputs: str = SIM_RUN, extra: Sequence[str] = ()) -> None:
+def run_pipetask(
+    repo: str,
+    pipeline: str,
+    output: str,
+    processes: int = 1,
+    inputs: str = SIM_RUN,
+    extra: Sequence[str] = (),
+) -> None:
     """Run ``pipetask run`` on the repository as a subprocess.
 
     Parameters
@@ -108,8 +122,22 @@ def run_pipetask(repo: str, pipeline: str, output: str, processes: int = 1,
     RuntimeError
         Raised if pipetask fails (its exit status is in the message).
     """
-    command = [*find_pipetask(), "run", "-b", repo, "-i", inputs, "-o", output, "-p", pipeline,
-               "--register-dataset-types", "-j", str(processes), *extra]
+    command = [
+        *find_pipetask(),
+        "run",
+        "-b",
+        repo,
+        "-i",
+        inputs,
+        "-o",
+        output,
+        "-p",
+        pipeline,
+        "--register-dataset-types",
+        "-j",
+        str(processes),
+        *extra,
+    ]
     _LOG.info("Running: %s", " ".join(command))
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -197,8 +225,11 @@ def summarize_outputs(repo: str, output: str) -> dict[str, Any]:
     }
     if len(truth_snr_arr):
         summary["completeness"] = completeness_vs_snr(
-            truth_found_arr.astype(np.float64), np.ones(len(truth_snr_arr), dtype=int), truth_snr_arr,
-            threshold=0.5, bins=SNR_BINS,
+            truth_found_arr.astype(np.float64),
+            np.ones(len(truth_snr_arr), dtype=int),
+            truth_snr_arr,
+            threshold=0.5,
+            bins=SNR_BINS,
         )
     if has_reliability:
         summary["reliability"] = {
@@ -215,29 +246,41 @@ def print_summary(summary: dict[str, Any], timings: dict[str, float]) -> None:
     print("===========================")
     print(f"visits                : {len(summary['visits'])} {summary['visits']}")
     print(f"detectors             : {len(summary['detectors'])} {summary['detectors']}")
-    print(f"diaSources            : {summary['n_dia_sources']} "
-          f"({summary['n_positive']} positive, {summary['n_negative']} negative)")
+    print(
+        f"diaSources            : {summary['n_dia_sources']} "
+        f"({summary['n_positive']} positive, {summary['n_negative']} negative)"
+    )
     if summary["n_real"] is not None:
         n = max(summary["n_dia_sources"], 1)
-        print(f"matched to transients : {summary['n_real']} real, {summary['n_dia_sources'] - summary['n_real']} "
-              f"bogus ({summary['n_real'] / n:.1%} real)")
+        n_bogus = summary["n_dia_sources"] - summary["n_real"]
+        print(
+            f"matched to transients : {summary['n_real']} real, {n_bogus} bogus "
+            f"({summary['n_real'] / n:.1%} real)"
+        )
     print(f"truth transients      : {summary['n_transients']}, detected {summary['n_transients_detected']}")
     completeness = summary.get("completeness")
     if completeness:
         print()
         print("detection completeness vs truth SNR")
         print(f"  {'SNR bin':>14}  {'n':>5}  {'found':>5}  completeness")
-        for low, high, n, found, c, err in zip(completeness["bin_low"], completeness["bin_high"],
-                                               completeness["n"], completeness["n_selected"],
-                                               completeness["completeness"], completeness["completeness_err"]):
+        for low, high, n, found, c, err in zip(
+            completeness["bin_low"],
+            completeness["bin_high"],
+            completeness["n"],
+            completeness["n_selected"],
+            completeness["completeness"],
+            completeness["completeness_err"],
+        ):
             label = f"[{low:g}, {high:g})"
             value = "   -" if not n else f"{c:6.1%} ± {err:.1%}"
             print(f"  {label:>14}  {int(n):5d}  {int(found):5d}  {value}")
     reliability = summary.get("reliability")
     if reliability:
         print()
-        print(f"median reliability    : real {reliability['real_median']:.3f}, "
-              f"bogus {reliability['bogus_median']:.3f}")
+        print(
+            f"median reliability    : real {reliability['real_median']:.3f}, "
+            f"bogus {reliability['bogus_median']:.3f}"
+        )
     print()
     print("timings               : " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
 
@@ -270,9 +313,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _LOG.info("Reusing the simulated inputs of %s.", repo)
     else:
         if (Path(repo) / "butler.yaml").exists() and not args.clobber:
-            raise SystemExit(f"{repo} already exists: use --clobber to replace it or --reuse to keep its inputs")
-        _LOG.info("Simulating %d visits x %d detectors of %d x %d pixels into %s.", args.visits,
-                  args.detectors, args.size, args.size, repo)
+            raise SystemExit(
+                f"{repo} already exists: use --clobber to replace it or --reuse to keep its inputs"
+            )
+        _LOG.info(
+            "Simulating %d visits x %d detectors of %d x %d pixels into %s.",
+            args.visits,
+            args.detectors,
+            args.size,
+            args.size,
+            repo,
+        )
         make_repo_from_args(args, repo, run=SIM_RUN)
         timings["simulation"] = time.perf_counter() - start
     step = time.perf_counter()

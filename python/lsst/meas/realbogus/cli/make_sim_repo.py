@@ -28,10 +28,15 @@ def add_simulation_arguments(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument("--visits", type=int, default=4, help="number of visits (default %(default)s)")
     parser.add_argument("--detectors", type=int, default=2, help="detectors per visit (default %(default)s)")
-    parser.add_argument("--size", type=int, default=2048,
-                        help="detector width = height in pixels (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the simulation (default %(default)s)")
-    parser.add_argument("--first-visit", type=int, default=1, help="id of the first visit (default %(default)s)")
+    parser.add_argument(
+        "--size", type=int, default=2048, help="detector width = height in pixels (default %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed of the simulation (default %(default)s)"
+    )
+    parser.add_argument(
+        "--first-visit", type=int, default=1, help="id of the first visit (default %(default)s)"
+    )
     parser.add_argument("--clobber", action="store_true", help="delete an existing repository first")
 
 
@@ -76,10 +81,19 @@ def make_repo_from_args(args: argparse.Namespace, repo_root: str, run: str = "Si
     start = time.perf_counter()
     butler = create_sim_repo(repo_root, n_detectors=args.detectors, clobber=args.clobber)
     visits = list(range(args.first_visit, args.first_visit + args.visits))
-    n_written = ingest_simulated_visits(butler, config, visits, list(range(args.detectors)), seed=args.seed,
-                                        run=run)
-    _LOG.info("Simulated %d visits x %d detectors of %dx%d pixels into %s (%s) in %.1f s.", args.visits,
-              args.detectors, args.size, args.size, repo_root, run, time.perf_counter() - start)
+    n_written = ingest_simulated_visits(
+        butler, config, visits, list(range(args.detectors)), seed=args.seed, run=run
+    )
+    _LOG.info(
+        "Simulated %d visits x %d detectors of %dx%d pixels into %s (%s) in %.1f s.",
+        args.visits,
+        args.detectors,
+        args.size,
+        args.size,
+        repo_root,
+        run,
+        time.perf_counter() - start,
+    )
     return n_written
 
 

@@ -32,9 +32,11 @@ CATALOG_STORAGE_CLASSES: dict[str, str] = {
 """Allowed storage classes of the output diaSource catalogue."""
 
 
-class DetectDiaSourcesConnections(
-    PipelineTaskConnections, dimensions=("instrument", "visit", "detector")
-):
+_DEFAULTS = DetectionConfig()
+"""Defaults of the numerical configuration, used as the pex_config defaults."""
+
+
+class DetectDiaSourcesConnections(PipelineTaskConnections, dimensions=("instrument", "visit", "detector")):
     """Connections of `DetectDiaSourcesTask`.
 
     The storage class of ``dia_sources`` is set from ``config.catalog_storage_class``.
@@ -56,7 +58,9 @@ class DetectDiaSourcesConnections(
     def __init__(self, *, config: DetectDiaSourcesConfig | None = None) -> None:
         super().__init__(config=config)
         if config is not None and config.catalog_storage_class != self.dia_sources.storageClass:
-            self.dia_sources = dataclasses.replace(self.dia_sources, storageClass=config.catalog_storage_class)
+            self.dia_sources = dataclasses.replace(
+                self.dia_sources, storageClass=config.catalog_storage_class
+            )
 
 
 class DetectDiaSourcesConfig(PipelineTaskConfig, pipelineConnections=DetectDiaSourcesConnections):
@@ -71,40 +75,57 @@ class DetectDiaSourcesConfig(PipelineTaskConfig, pipelineConnections=DetectDiaSo
         default="ArrowAstropy",
         allowed=CATALOG_STORAGE_CLASSES,
     )
-    threshold = Field[float](doc="Detection threshold on the PSF-filtered significance (sigma).", default=5.0)
+    threshold = Field[float](
+        doc="Detection threshold on the PSF-filtered significance (sigma).", default=_DEFAULTS.threshold
+    )
     polarity = ChoiceField[str](
         doc="Polarity of the detections.",
-        default="both",
-        allowed={"both": "Positive and negative.", "positive": "Positive only.", "negative": "Negative only."},
+        default=_DEFAULTS.polarity,
+        allowed={
+            "both": "Positive and negative.",
+            "positive": "Positive only.",
+            "negative": "Negative only.",
+        },
     )
     unusable_planes = ListField[str](
         doc="Mask planes whose pixels get zero weight in filtering and photometry.",
-        default=["BAD", "SAT", "NO_DATA"],
+        default=[name for name, bit in mask_planes.MASK_PLANES.items() if _DEFAULTS.unusable_bits & bit],
     )
     min_coverage = Field[float](
-        doc="Minimum fraction of sum(P^2) on usable pixels for a pixel to be detectable.", default=0.2
+        doc="Minimum fraction of sum(P^2) on usable pixels for a pixel to be detectable.",
+        default=_DEFAULTS.min_coverage,
     )
-    deblend = Field[bool](doc="Split footprints into several sources at well-separated peaks.", default=True)
+    deblend = Field[bool](
+        doc="Split footprints into several sources at well-separated peaks.", default=_DEFAULTS.deblend
+    )
     min_peak_separation = Field[float](
-        doc="Minimum distance between the peaks of one footprint (PSF sigmas).", default=4.0
+        doc="Minimum distance between the peaks of one footprint (PSF sigmas).",
+        default=_DEFAULTS.min_peak_separation,
     )
     min_peak_dip = Field[float](
-        doc="Significance dip required between a secondary peak and every brighter peak.", default=1.0
+        doc="Significance dip required between a secondary peak and every brighter peak.",
+        default=_DEFAULTS.min_peak_dip,
     )
     flag_radius = Field[float](
-        doc="Half size (PSF sigmas) of the box whose mask bits set the pixel flags.", default=2.0
+        doc="Half size (PSF sigmas) of the box whose mask bits set the pixel flags.",
+        default=_DEFAULTS.flag_radius,
     )
 
     def validate(self) -> None:
+        """Check the plane names, the storage class and the numerical configuration."""
         super().validate()
         for plane in self.unusable_planes:
             if plane not in mask_planes.MASK_PLANES:
-                raise ValueError(f"unusable_planes: unknown mask plane {plane!r}; known {list(mask_planes.MASK_PLANES)}")
+                raise ValueError(
+                    f"unusable_planes: unknown mask plane {plane!r}; known {list(mask_planes.MASK_PLANES)}"
+                )
         if self.catalog_storage_class == "SourceCatalog":
             try:
                 import lsst.afw.table  # noqa: F401
             except ImportError:
-                raise ValueError("catalog_storage_class='SourceCatalog' needs lsst.afw, which is not importable") from None
+                raise ValueError(
+                    "catalog_storage_class='SourceCatalog' needs lsst.afw, which is not importable"
+                ) from None
         self.to_detection_config().validate()
 
     def to_detection_config(self) -> DetectionConfig:
@@ -140,6 +161,7 @@ class DetectDiaSourcesTask(PipelineTask):
     config: DetectDiaSourcesConfig
 
     def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
+        """Read the difference image, run with the quantum's visit and detector, write."""
         inputs = butlerQC.get(inputRefs)
         data_id = butlerQC.quantum.dataId
         outputs = self.run(visit=int(data_id["visit"]), detector=int(data_id["detector"]), **inputs)
@@ -171,13 +193,24 @@ class DetectDiaSourcesTask(PipelineTask):
         if visit is None:
             raise ValueError("the difference image has no visit id; pass visit=")
         result = detect_dia_sources(
-            arrays.image, arrays.variance, arrays.mask, arrays.psf, visit=visit, detector=detector,
-            wcs=arrays.wcs, config=self.config.to_detection_config(),
+            arrays.image,
+            arrays.variance,
+            arrays.mask,
+            arrays.psf,
+            visit=visit,
+            detector=detector,
+            wcs=arrays.wcs,
+            config=self.config.to_detection_config(),
         )
         catalog = result.catalog
         n_negative = int(np.count_nonzero(catalog["is_negative"])) if len(catalog) else 0
-        self.log.info("Detected %d diaSources (%d positive, %d negative) at %.1f sigma.", len(catalog),
-                      len(catalog) - n_negative, n_negative, self.config.threshold)
+        self.log.info(
+            "Detected %d diaSources (%d positive, %d negative) at %.1f sigma.",
+            len(catalog),
+            len(catalog) - n_negative,
+            n_negative,
+            self.config.threshold,
+        )
         if self.config.catalog_storage_class == "SourceCatalog":
             catalog = _to_source_catalog(catalog)
         return Struct(dia_sources=catalog, mask=result.mask)

@@ -78,8 +78,9 @@ class MatchTruthTask(PipelineTask):
     config: MatchTruthConfig
 
     @timeMethod
-    def run(self, dia_sources: Table, truth: Table, sky_projection: Any = None,
-            pixel_scale: float | None = None) -> Struct:
+    def run(
+        self, dia_sources: Table, truth: Table, sky_projection: Any = None, pixel_scale: float | None = None
+    ) -> Struct:
         """Match diaSources to truth.
 
         Parameters
@@ -155,7 +156,11 @@ class MatchTruthTask(PipelineTask):
         )
         self.log.info(
             "Matched %d diaSources to %d truth entries: %d real, %d bogus (radius %.2f arcsec = %.2f px).",
-            n, len(truth), int(labels.sum()), int(n - labels.sum()), self.config.match_radius_arcsec,
+            n,
+            len(truth),
+            int(labels.sum()),
+            int(n - labels.sum()),
+            self.config.match_radius_arcsec,
             radius_pix,
         )
         return Struct(matches=matches)
