@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from lsst.meas.realbogus.mask_planes import NO_DATA
 from lsst.meas.realbogus.transinet.architecture import TransiNetUNet, build_transinet_unet
 from lsst.meas.realbogus.transinet.normalization import NormalizationSpec, normalize_pair

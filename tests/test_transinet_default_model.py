@@ -6,7 +6,6 @@ import dataclasses
 
 import numpy as np
 import torch
-
 from lsst.meas.realbogus.simulation import SurveyConfig, simulate_visit
 from lsst.meas.realbogus.transinet.evaluate import match_detections
 from lsst.meas.realbogus.transinet.model import TransiNetModel

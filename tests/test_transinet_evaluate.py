@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.table import Table
-
 from lsst.meas.realbogus.transinet.evaluate import evaluate_detections, match_detections
 
 

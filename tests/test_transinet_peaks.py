@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.wcs import WCS
-
 from lsst.meas.realbogus.mask_planes import NO_DATA
 from lsst.meas.realbogus.transinet.peaks import PEAK_COLUMNS, estimate_fluxes, find_peaks
 from lsst.meas.realbogus.transinet.synthetic import make_synthetic_pair
 
 
-def _blobs(shape: tuple[int, int], positions: list[tuple[float, float, float]], sigma: float = 1.6) -> np.ndarray:
+def _blobs(
+    shape: tuple[int, int], positions: list[tuple[float, float, float]], sigma: float = 1.6
+) -> np.ndarray:
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     score = np.zeros(shape)
     for x, y, amp in positions:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.table import Table
-
 from lsst.meas.realbogus.mask_planes import NO_DATA
 from lsst.meas.realbogus.transinet.targets import build_targets
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from lsst.meas.realbogus.transinet.architecture import TransiNetUNet
 from lsst.meas.realbogus.transinet.model import TransiNetModel
 from lsst.meas.realbogus.transinet.normalization import NormalizationSpec

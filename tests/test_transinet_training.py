@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from lsst.meas.realbogus.transinet.model import TransiNetModel
 from lsst.meas.realbogus.transinet.synthetic import make_synthetic_pair
 from lsst.meas.realbogus.transinet.training import (

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 from torch import nn
 
 ARCHITECTURE_NAME = "transinet_unet"
@@ -119,8 +119,8 @@ class TransiNetUNet(nn.Module):
         pad_h = (-height) % m
         pad_w = (-width) % m
         if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        act = F.leaky_relu
+            x = nnf.pad(x, (0, pad_w, 0, pad_h))
+        act = nnf.leaky_relu
         f0 = act(self.stem(x), 0.1)
         skips = [f0]
         h = f0
@@ -129,9 +129,9 @@ class TransiNetUNet(nn.Module):
             h = act(enc(h), 0.1)
             skips.append(h)
         for i, lv in enumerate(range(self.depth - 1, 0, -1)):
-            h = F.interpolate(h, scale_factor=2, mode="nearest")
+            h = nnf.interpolate(h, scale_factor=2, mode="nearest")
             h = act(self.dec[lv - 1](torch.cat([h, skips[lv]], dim=1)), 0.1)
-        h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
+        h = nnf.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
         h = act(self.head_hidden(torch.cat([h, f0], dim=1)), 0.1)
         logits = self.head_out(h)
         return logits[..., :height, :width]

@@ -243,7 +243,8 @@ def normalize_pair(
         science_variance = _as_image("science_variance", science_variance, shape)
     for name, var in (("variance_template", template_variance), ("variance_science", science_variance)):
         if name in spec.channels and var is None:
-            raise ValueError(f"Channel {name!r} requested by the normalisation spec but no variance was given.")
+            raise ValueError(f"Channel {name!r} requested by the normalisation spec but no variance "
+                             "was given.")
     valid = valid_mask(template, science, mask=mask, template_variance=template_variance,
                        science_variance=science_variance)
     if stats is None:

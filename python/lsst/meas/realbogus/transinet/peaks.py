@@ -42,9 +42,11 @@ def _subpixel(score: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> tuple[np.nda
     dx = np.zeros(len(ix))
     dy = np.zeros(len(iy))
     if inner_x.any():
-        dx[inner_x] = offset(logs[iy[inner_x], ix[inner_x] - 1], c[inner_x], logs[iy[inner_x], ix[inner_x] + 1])
+        jy, jx = iy[inner_x], ix[inner_x]
+        dx[inner_x] = offset(logs[jy, jx - 1], c[inner_x], logs[jy, jx + 1])
     if inner_y.any():
-        dy[inner_y] = offset(logs[iy[inner_y] - 1, ix[inner_y]], c[inner_y], logs[iy[inner_y] + 1, ix[inner_y]])
+        jy, jx = iy[inner_y], ix[inner_y]
+        dy[inner_y] = offset(logs[jy - 1, jx], c[inner_y], logs[jy + 1, jx])
     return ix + dx, iy + dy
 
 
@@ -218,7 +220,8 @@ def find_peaks(
     footprint = (xx**2 + yy**2) <= nan_radius**2
     near_nan = ndimage.binary_dilation(invalid, structure=footprint) if invalid.any() else invalid
     flag_nan = near_nan[iy, ix]
-    flag_edge = (ix < edge_width) | (iy < edge_width) | (ix >= width - edge_width) | (iy >= height - edge_width)
+    flag_edge = ((ix < edge_width) | (iy < edge_width) | (ix >= width - edge_width)
+                 | (iy >= height - edge_width))
     if mask is not None:
         flag_edge |= (np.asarray(mask).astype(np.int64)[iy, ix] & EDGE) != 0
 

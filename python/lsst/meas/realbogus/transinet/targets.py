@@ -39,7 +39,9 @@ class TransiNetTargets:
     weight: np.ndarray
 
 
-def _segment_distance(xx: np.ndarray, yy: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+def _segment_distance(
+    xx: np.ndarray, yy: np.ndarray, x0: float, y0: float, x1: float, y1: float
+) -> np.ndarray:
     dx, dy = x1 - x0, y1 - y0
     length2 = dx * dx + dy * dy
     if length2 == 0:
@@ -126,7 +128,10 @@ def build_targets(
     ys = np.asarray(truth["y"], dtype=np.float64)
     x1s = np.asarray(truth["x1"], dtype=np.float64) if "x1" in truth.colnames else xs
     y1s = np.asarray(truth["y1"], dtype=np.float64) if "y1" in truth.colnames else ys
-    snrs = np.asarray(truth["snr"], dtype=np.float64) if "snr" in truth.colnames else np.full(len(truth), np.inf)
+    if "snr" in truth.colnames:
+        snrs = np.asarray(truth["snr"], dtype=np.float64)
+    else:
+        snrs = np.full(len(truth), np.inf)
 
     for i in np.flatnonzero(category == "artifact"):
         if not (np.isfinite(xs[i]) and np.isfinite(ys[i])):

@@ -1,4 +1,4 @@
-"""Reproducible TransiNet training and evaluation on simulated visits.
+r"""Reproducible TransiNet training and evaluation on simulated visits.
 
 Example (the command that produced the numbers in the package report)::
 
@@ -20,8 +20,6 @@ import logging
 import time
 from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
 
 _LOG = logging.getLogger("lsst.meas.realbogus.transinet")
 
@@ -77,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    train = simulate_visits(args.size, range(args.n_train), [v % 4 for v in range(args.n_train)], args.sim_seed)
+    train = simulate_visits(args.size, range(args.n_train), [v % 4 for v in range(args.n_train)],
+                            args.sim_seed)
     val = simulate_visits(args.size, range(1000, 1000 + args.n_val), [v % 4 for v in range(args.n_val)],
                           args.sim_seed)
     _LOG.info("Simulated %d training and %d validation visits in %.1f s.", len(train), len(val),
@@ -97,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         _LOG.info("Stopped after %d epochs as requested; re-run to resume.", done)
         return None
     # Held-out visits on sky fields (detectors) not used for training.
-    test = simulate_visits(args.size, range(2000, 2000 + args.n_test), [10 + v % 3 for v in range(args.n_test)],
+    test = simulate_visits(args.size, range(2000, 2000 + args.n_test),
+                           [10 + v % 3 for v in range(args.n_test)],
                            args.sim_seed)
     model = TransiNetModel.from_training_result(result)
     t2 = time.perf_counter()
@@ -118,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                   "(%.2f at artefacts); completeness by |SNR| bin: %s", thr, ev["n_true_positives"],
                   ev["n_true"], ev["false_positives_per_detector"],
                   ev["false_positives_at_artifacts_per_detector"],
-                  ", ".join(f"[{b['lo']:g},{b['hi']:g}): {b['n_found']}/{b['n_true']}" for b in ev["completeness"]))
+                  ", ".join(f"[{b['lo']:g},{b['hi']:g}): {b['n_found']}/{b['n_true']}"
+                            for b in ev["completeness"]))
     if args.output:
         ev = summary["thresholds"].get(str(args.threshold))
         metrics = {}

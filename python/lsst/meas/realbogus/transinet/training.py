@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 
 from .architecture import ARCHITECTURE_NAME, TransiNetUNet
 from .normalization import NormalizationSpec, normalize_pair, valid_mask
@@ -112,7 +112,8 @@ class TransiNetTrainingConfig:
         """Raise `ValueError` naming the first invalid field."""
         multiple = 2**self.depth
         if self.crop_size < multiple or self.crop_size % multiple:
-            raise ValueError(f"crop_size={self.crop_size} must be a positive multiple of 2**depth={multiple}.")
+            raise ValueError(f"crop_size={self.crop_size} must be a positive multiple of "
+                             f"2**depth={multiple}.")
         for name in ("crops_per_epoch", "batch_size", "max_epochs", "base_width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
@@ -218,13 +219,18 @@ def dihedral(array: np.ndarray, k: int) -> np.ndarray:
 
 
 def weighted_loss(
-    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, *, kind: str = "focal", gamma: float = 2.0
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    kind: str = "bce",
+    gamma: float = 2.0,
 ) -> torch.Tensor:
     """Per-pixel weighted focal or binary cross-entropy loss with soft targets.
 
     Returns ``sum(weight * loss) / sum(weight)`` (0 if all weights are 0).
     """
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    bce = nnf.binary_cross_entropy_with_logits(logits, target, reduction="none")
     if kind == "focal":
         prob = torch.sigmoid(logits)
         bce = bce * (prob - target).abs().pow(gamma)
@@ -414,7 +420,8 @@ def train_transinet(
     val = [prepare_example(v, config) for v in val_visits]
     torch.manual_seed(config.seed)
     module = TransiNetUNet(**config.architecture_kwargs())
-    optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate,
+                                 weight_decay=config.weight_decay)
     history: list[dict[str, float]] = []
     best_val = float("inf")
     best_epoch = -1
