@@ -12,7 +12,6 @@ from pathlib import Path
 import psutil
 import pytest
 from lsst.daf.butler import Butler
-
 from lsst.meas.realbogus.bps import LOOPBACK_ADDRESS
 from lsst.meas.realbogus.testing.sim_repo import (
     AP_OUTPUT_DATASET_TYPES,
@@ -62,6 +61,7 @@ class _SocketWatcher(threading.Thread):
 
 @pytest.mark.slow
 def test_bps_parsl_matches_pipetask_run(tmp_path, record_property):
+    """Submit SimulatedAP with BPS + loopback Parsl; outputs must equal a serial ``pipetask run``."""
     repo = tmp_path / "repo"
     butler = make_small_sim_repo(repo, visits=VISITS, detectors=DETECTORS)
     del butler
@@ -151,7 +151,8 @@ def test_bps_parsl_matches_pipetask_run(tmp_path, record_property):
     )
     assert counts == {name: len(expected) for name in AP_OUTPUT_DATASET_TYPES}
     n_sources = sum(
-        len(butler.get(ref)) for ref in butler.query_datasets("dia_source_unstandardized", collections="u/tester/bps")
+        len(butler.get(ref))
+        for ref in butler.query_datasets("dia_source_unstandardized", collections="u/tester/bps")
     )
     assert n_sources > 0
 

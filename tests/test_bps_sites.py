@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 from lsst.ctrl.bps import BpsConfig
-from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor
-
 from lsst.meas.realbogus.bps import LOOPBACK_ADDRESS, LoopbackLocal, ThreadLocal, environment_prefix
+from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor
 
 BPS_DIR = Path(__file__).resolve().parents[1] / "bps"
 
@@ -29,11 +28,13 @@ def _site_config(tmp_path: Path, site_class: str, **site: object) -> BpsConfig:
 
 @pytest.fixture
 def repo_env(monkeypatch, tmp_path):
+    """Point the submit YAML's ``REALBOGUS_REPO`` at a temporary path."""
     monkeypatch.setenv("REALBOGUS_REPO", str(tmp_path / "repo"))
 
 
 @pytest.mark.parametrize("name", ["SimulatedAP_parsl.yaml", "TrainRealBogus_parsl.yaml"])
 def test_submit_yaml(repo_env, tmp_path, name):
+    """Submit YAML: Parsl service, loopback site, 1 CPU, visit x detector clustering, venv commands."""
     config = BpsConfig(str(BPS_DIR / name))
     assert config["wmsServiceClass"] == "lsst.ctrl.bps.parsl.ParslService"
     assert config["computeSite"] == "local"
@@ -56,6 +57,7 @@ def test_submit_yaml(repo_env, tmp_path, name):
 
 @pytest.mark.parametrize("name", ["htcondor_example.yaml", "slurm_example.yaml"])
 def test_site_examples_parse(repo_env, name):
+    """The documented cluster site examples are valid BPS configs."""
     config = BpsConfig(str(BPS_DIR / "sites" / name))
     site = config[f".site.{config['computeSite']}"]
     assert site is not None
@@ -64,6 +66,7 @@ def test_site_examples_parse(repo_env, name):
 
 
 def test_loopback_site_executor(tmp_path):
+    """LoopbackLocal binds and connects to 127.0.0.1 only and uses this interpreter."""
     site = LoopbackLocal(_site_config(tmp_path, "lsst.meas.realbogus.bps.LoopbackLocal", cores=2))
     (executor,) = site.get_executors()
     assert isinstance(executor, HighThroughputExecutor)
@@ -83,7 +86,10 @@ def test_loopback_site_executor(tmp_path):
 
 
 def test_site_options(tmp_path):
-    site = ThreadLocal(_site_config(tmp_path, "lsst.meas.realbogus.bps.ThreadLocal", cores=3, useVenv="false"))
+    """ThreadLocal, useVenv and configuration errors."""
+    site = ThreadLocal(
+        _site_config(tmp_path, "lsst.meas.realbogus.bps.ThreadLocal", cores=3, useVenv="false")
+    )
     (executor,) = site.get_executors()
     assert isinstance(executor, ThreadPoolExecutor) and executor.max_threads == 3
     assert site.get_command_prefix() == ""

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 from lsst.daf.butler import Butler
-
 from lsst.meas.realbogus.testing.postgres import postgres_server
 from lsst.meas.realbogus.testing.sim_repo import (
     AP_OUTPUT_DATASET_TYPES,
@@ -66,6 +65,7 @@ def test_postgres_server_is_loopback_only(postgres):
 
 
 def test_postgres_server_stops_and_cleans_up():
+    """Leaving the context stops the server and deletes its directory."""
     with postgres_server(database="scratch") as server:
         data_dir = Path(server.data_dir)
         assert (data_dir / "postmaster.pid").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from . import sites
-from .sites import *
+__all__ = ("LOOPBACK_ADDRESS", "LoopbackLocal", "ThreadLocal", "environment_prefix")
 
-__all__ = list(sites.__all__)
+from .sites import LOOPBACK_ADDRESS, LoopbackLocal, ThreadLocal, environment_prefix

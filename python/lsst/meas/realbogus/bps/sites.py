@@ -38,14 +38,13 @@ import sys
 from typing import TYPE_CHECKING
 
 import parsl.config
+from lsst.ctrl.bps.parsl.configuration import get_bps_config_value
+from lsst.ctrl.bps.parsl.site import SiteConfig
 from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor
 from parsl.executors.base import ParslExecutor
 from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 from parsl.monitoring import MonitoringHub
 from parsl.providers import LocalProvider
-
-from lsst.ctrl.bps.parsl.configuration import get_bps_config_value
-from lsst.ctrl.bps.parsl.site import SiteConfig
 
 if TYPE_CHECKING:
     from lsst.ctrl.bps import BpsConfig

@@ -1,8 +1,12 @@
-"""Helpers shared by the test suite: a throw-away PostgreSQL server and a toy
-visit × detector pipeline for workflow tests.
+"""Helpers shared by the test suite.
 
-Importing this package needs neither PostgreSQL nor the simulator; the
-functions that need them say so when they are missing.
+- `lsst.meas.realbogus.testing.postgres`: ``postgres_server()``, a throw-away
+  PostgreSQL server on 127.0.0.1 (installed with apt-get when missing).
+- `lsst.meas.realbogus.testing.sim_repo`: small simulated SimCam repositories
+  (SQLite or PostgreSQL registry), an environment for ``pipetask``/``bps``
+  subprocesses, and comparison of two runs' outputs.
+
+Import the submodules directly; importing this package loads nothing else.
 """
 
 from __future__ import annotations

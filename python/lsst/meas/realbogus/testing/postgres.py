@@ -136,7 +136,10 @@ def find_postgres_bindir(install: bool = True) -> str:
             "(installing needs root and apt-get); install the 'postgresql' package."
         )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]):
+    for command in (
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
+    ):
         result = subprocess.run(command, env=env, capture_output=True, text=True)
         if result.returncode != 0:
             raise PostgresUnavailableError(
@@ -256,7 +259,19 @@ def postgres_server(
             "-c max_connections=50 -c shared_buffers=32MB"
         )
         _run(
-            [os.path.join(bindir, "pg_ctl"), "-D", data_dir, "-l", log_file, "-o", options, "-w", "-t", "60", "start"],
+            [
+                os.path.join(bindir, "pg_ctl"),
+                "-D",
+                data_dir,
+                "-l",
+                log_file,
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
             user,
             gid,
             "pg_ctl start",

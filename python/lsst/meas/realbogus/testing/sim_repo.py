@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from lsst.daf.butler import Butler
 
 AP_OUTPUT_DATASET_TYPES = ("difference_image", "dia_source_unstandardized", "dia_source_truth_match")
@@ -149,9 +148,13 @@ def assert_same_outputs(
     for name in dataset_types:
         refs_a = {_data_id_key(r): r for r in butler_a.query_datasets(name, collections=collection_a)}
         refs_b = {_data_id_key(r): r for r in butler_b.query_datasets(name, collections=collection_b)}
-        assert refs_a.keys() == refs_b.keys(), f"{name}: data IDs differ: {sorted(refs_a)} != {sorted(refs_b)}"
+        assert refs_a.keys() == refs_b.keys(), (
+            f"{name}: data IDs differ: {sorted(refs_a)} != {sorted(refs_b)}"
+        )
         if expected_data_ids is not None:
-            assert set(refs_a) == expected_data_ids, f"{name}: {sorted(refs_a)} != {sorted(expected_data_ids)}"
+            assert set(refs_a) == expected_data_ids, (
+                f"{name}: {sorted(refs_a)} != {sorted(expected_data_ids)}"
+            )
         for key, ref_a in refs_a.items():
             _assert_same_object(butler_a.get(ref_a), butler_b.get(refs_b[key]), f"{name}{key}")
         counts[name] = len(refs_a)
