@@ -8,7 +8,8 @@ the central *core* (the tile minus ``margin`` on each side) is kept.  When
 ``margin`` is at least the network's receptive-field radius, every kept pixel
 sees exactly the same input values as in a single pass over the whole canvas, so
 the tiled result equals the full-image result to floating-point rounding: there
-are no seams.  Memory is bounded by ``batch_size`` tiles.
+are no seams.  Tiles are cut directly from the input (the canvas is never
+built), so the network's memory is bounded by ``batch_size`` tiles.
 """
 
 from __future__ import annotations
@@ -117,6 +118,18 @@ def _canvas(inputs: np.ndarray, layout: TileLayout) -> np.ndarray:
     return canvas
 
 
+def _extract_tile(inputs: np.ndarray, layout: TileLayout, y0: int, x0: int) -> np.ndarray:
+    """Return the canvas tile at canvas origin ``(y0, x0)`` without building the canvas."""
+    th, tw = layout.tile_shape
+    tile = np.zeros((inputs.shape[0], th, tw), dtype=np.float32)
+    iy0, ix0 = y0 - layout.margin, x0 - layout.margin  # image coordinates of the tile origin
+    ylo, yhi = max(iy0, 0), min(iy0 + th, layout.height)
+    xlo, xhi = max(ix0, 0), min(ix0 + tw, layout.width)
+    if ylo < yhi and xlo < xhi:
+        tile[:, ylo - iy0:yhi - iy0, xlo - ix0:xhi - ix0] = inputs[:, ylo:yhi, xlo:xhi]
+    return tile
+
+
 def _check_inputs(inputs: np.ndarray) -> np.ndarray:
     inputs = np.asarray(inputs, dtype=np.float32)
     if inputs.ndim != 3:
@@ -162,7 +175,6 @@ def predict_tiled(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
     layout = plan_tiles(inputs.shape[1:], tile_size=tile_size, margin=margin, multiple=multiple)
-    canvas = _canvas(inputs, layout)
     out = np.zeros((layout.n_y * layout.core_y, layout.n_x * layout.core_x), dtype=np.float32)
     th, tw = layout.tile_shape
     m = layout.margin
@@ -170,7 +182,7 @@ def predict_tiled(
     with torch.inference_mode():
         for start in range(0, len(origins), batch_size):
             chunk = origins[start:start + batch_size]
-            batch = torch.from_numpy(np.stack([canvas[:, y0:y0 + th, x0:x0 + tw] for y0, x0 in chunk]))
+            batch = torch.from_numpy(np.stack([_extract_tile(inputs, layout, y0, x0) for y0, x0 in chunk]))
             if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             pred = network(batch).float().numpy()
