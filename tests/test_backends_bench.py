@@ -13,7 +13,17 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_speed.py"
 def test_bench_quick_runs(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--counts", "40,120", "--image-size", "160", "--json", str(out)],
+        [
+            sys.executable,
+            str(BENCH),
+            "--quick",
+            "--counts",
+            "40,120",
+            "--image-size",
+            "160",
+            "--json",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from lsst.meas.realbogus.architectures import build_architecture, list_architectures
 from lsst.meas.realbogus.backends import (
     BACKEND_NAMES,

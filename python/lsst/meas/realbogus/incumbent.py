@@ -57,8 +57,7 @@ def _check_images(
             raise ValueError(f"The {name} image must be 2-D, got shape {image.shape}")
     if len({image.shape for image in images}) != 1:
         raise ValueError(
-            "science, template and difference must share one shape; got "
-            f"{[image.shape for image in images]}"
+            f"science, template and difference must share one shape; got {[image.shape for image in images]}"
         )
     return images  # type: ignore[return-value]
 
