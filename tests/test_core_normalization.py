@@ -142,3 +142,10 @@ def test_empty_and_integer_input() -> None:
     out = normalize_stamps(counts, CHANNELS)
     assert out.dtype == np.float32 and np.all(np.isfinite(out))
     np.testing.assert_allclose(out, normalize_stamps(counts.astype(np.float64) * 3.0, CHANNELS), atol=1e-5)
+
+
+def test_no_difference_data_is_unscorable_even_with_variance() -> None:
+    stamps, variance = make_stamps(n=3)
+    stamps[1, 2] = np.nan  # science and template fine, difference missing
+    sigma = noise_scale(stamps, CHANNELS, NormalizationSpec(), variance)
+    assert np.isnan(sigma[1]) and np.all(np.isfinite(sigma[[0, 2]]))

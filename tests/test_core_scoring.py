@@ -221,3 +221,10 @@ def test_unscorable_reasons(model_path: Path, images: dict[str, np.ndarray]) -> 
     result = model.score(images["science"], images["template"], difference, x, y)
     assert list(result.reason[:2]) == ["no_valid_pixels", "no_noise_estimate"]
     assert np.all(np.isnan(result.scores[:2])) and np.isfinite(result.scores[2])
+
+
+def test_variance_shape_checked(model_path: Path, images: dict[str, np.ndarray]) -> None:
+    model = load_model(model_path)
+    with pytest.raises(ValueError, match="variance shape"):
+        model.score(images["science"], images["template"], images["difference"], np.ones(1), np.ones(1),
+                    np.ones((5, 5)))

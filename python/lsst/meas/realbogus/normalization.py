@@ -283,7 +283,7 @@ def noise_scale(
     -------
     sigma : `numpy.ndarray`
         ``(N,)`` float64, NaN where it cannot be estimated (no finite
-        difference pixel, or zero spread).
+        difference pixel, even if a variance is given, or zero spread).
 
     Raises
     ------
@@ -325,7 +325,9 @@ def _noise_scale(
             var = np.where(fin, (dz - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(cnt, 1)
             mad[zero] = np.sqrt(var)
         sigma[todo] = mad
-    sigma[~(np.isfinite(sigma) & (sigma > 0))] = np.nan
+    # A stamp without any finite difference pixel cannot be scored, even with a variance.
+    has_data = np.isfinite(diff.reshape(n, -1)).any(axis=1)
+    sigma[~(np.isfinite(sigma) & (sigma > 0) & has_data)] = np.nan
     return sigma
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cutouts import CutoutBatch, center_crop_or_pad, extract_cutouts, iter_cutout_batches
+from .cutouts import CutoutBatch, _validate_planes, center_crop_or_pad, extract_cutouts, iter_cutout_batches
 from .errors import ModelPackageError
 from .model_package import ModelMetadata, ModelPackage, read_model_package
 from .normalization import normalize_stamps_with_scale
@@ -455,6 +455,12 @@ class RealBogusModel:
             if given[name] is None:
                 raise ValueError(f"Model {self.version!r} needs the {name!r} image, got None")
             planes[name] = given[name]
+        _validate_planes(planes, mask)
+        if variance is not None and np.shape(variance) != np.shape(difference):
+            raise ValueError(
+                f"variance shape {np.shape(variance)} differs from the difference image shape "
+                f"{np.shape(difference)}"
+            )
         size = self.cutout_size
         var_iter = None
         if variance is not None and self.metadata.normalization.use_variance:
