@@ -7,11 +7,13 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 from lsst.daf.butler import Butler
 from lsst.meas.realbogus.butler import SimCam, repo
 from lsst.meas.realbogus.butler.instrument import SIM_FILTERS
 from lsst.meas.realbogus.butler.toy_data import make_toy_visit
+from lsst.meas.realbogus.simulation import small_test_config
 
 
 def test_create_sim_repo_records(tmp_path):
@@ -88,3 +90,32 @@ def test_existing_repo_picks_up_config_from_env(tmp_path):
     with_path = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert with_path.returncode == 0, with_path.stderr
     assert with_path.stdout.strip() == "RealBogusModelPackage"
+
+
+def test_parallel_ingest_matches_serial(tmp_path):
+    """Simulating in worker processes writes exactly what the serial path writes."""
+    config = small_test_config(96)
+    results = {}
+    for processes in (1, 2):
+        butler = repo.create_sim_repo(tmp_path / f"repo{processes}", n_detectors=1)
+        assert repo.ingest_simulated_visits(butler, config, [1, 2], [0], seed=9, processes=processes) == 2
+        results[processes] = {
+            visit: (
+                butler.get(
+                    "preliminary_visit_image",
+                    instrument="SimCam",
+                    visit=visit,
+                    detector=0,
+                    collections="SimCam/sim",
+                ).image.array,
+                butler.get(
+                    "truth_transients", instrument="SimCam", visit=visit, detector=0, collections="SimCam/sim"
+                ),
+            )
+            for visit in (1, 2)
+        }
+    for visit in (1, 2):
+        np.testing.assert_array_equal(results[1][visit][0], results[2][visit][0])
+        assert list(results[1][visit][1]["id"]) == list(results[2][visit][1]["id"])
+    with pytest.raises(ValueError, match="processes"):
+        repo.ingest_simulated_visits(butler, config, [3], [0], seed=9, processes=0)

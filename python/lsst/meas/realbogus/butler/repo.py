@@ -24,8 +24,10 @@ __all__ = [
 
 import logging
 import math
+import multiprocessing
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -286,6 +288,13 @@ def put_simulated_visit(
     butler.put(simulated.truth, "truth_transients", data_id, run=run)
 
 
+def _simulate(config: Any, visit: int, detector: int, seed: int) -> Any:
+    """Simulate one (visit, detector); a module-level function so that worker processes can run it."""
+    from ..simulation import simulate_visit
+
+    return simulate_visit(config, visit, detector, seed)
+
+
 def ingest_simulated_visits(
     butler: Butler,
     config: Any,
@@ -293,6 +302,7 @@ def ingest_simulated_visits(
     detectors: Sequence[int],
     seed: int,
     run: str = DEFAULT_SIM_RUN,
+    processes: int = 1,
 ) -> int:
     """Simulate visits and write ``preliminary_visit_image``, ``template_detector`` and
     ``truth_transients`` for every (visit, detector).
@@ -311,33 +321,56 @@ def ingest_simulated_visits(
         Random seed passed to ``simulate_visit``.
     run : `str`, optional
         RUN collection to write to.
+    processes : `int`, optional
+        Worker processes for the simulation (the Butler writes stay in this process).  With more
+        than one, the next visit is simulated while the current one is written.  The result does
+        not depend on this number.
 
     Returns
     -------
     n_written : `int`
         Number of (visit, detector) pairs written.
     """
-    from ..simulation import simulate_visit
-
     if not visits or not detectors:
         raise ValueError("need at least one visit and one detector")
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
     SimCam(n_detectors=max(detectors) + 1).register(butler.registry)
     register_dataset_types(butler, _INPUT_DATASET_TYPES)
     butler.registry.registerRun(run)
     n_written = 0
-    for visit in visits:
-        simulated = {detector: simulate_visit(config, visit, detector, seed) for detector in detectors}
-        first = simulated[detectors[0]]
-        regions = {}
-        for detector, sim in simulated.items():
-            height, width = sim.science.image.shape
-            regions[detector] = _corners_region(sim.wcs, width, height)
-        register_visit(butler, visit, first.metadata, regions)
-        for detector, sim in simulated.items():
-            put_simulated_visit(butler, sim, visit, detector, run=run)
-            n_written += 1
-            _LOG.info(
-                "Wrote visit %d detector %d (%d truth rows) to %s.", visit, detector, len(sim.truth), run
-            )
-        del simulated
+    if processes == 1:
+        for visit in visits:
+            simulated = {detector: _simulate(config, visit, detector, seed) for detector in detectors}
+            n_written += _write_visit(butler, visit, simulated, run)
+        return n_written
+    # fork is much cheaper than spawn (no re-import of galsim/astropy per worker); the workers
+    # only simulate and never touch the Butler.  Fall back to spawn where fork does not exist.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+
+        def submit(visit: int) -> dict[int, Future]:
+            return {detector: pool.submit(_simulate, config, visit, detector, seed) for detector in detectors}
+
+        pending = submit(visits[0])
+        for index, visit in enumerate(visits):
+            current = pending
+            if index + 1 < len(visits):
+                pending = submit(visits[index + 1])
+            simulated = {detector: future.result() for detector, future in current.items()}
+            n_written += _write_visit(butler, visit, simulated, run)
     return n_written
+
+
+def _write_visit(butler: Butler, visit: int, simulated: Mapping[int, Any], run: str) -> int:
+    """Register one visit's records and write all its detectors; return the number written."""
+    regions = {}
+    for detector, sim in simulated.items():
+        height, width = sim.science.image.shape
+        regions[detector] = _corners_region(sim.wcs, width, height)
+    register_visit(butler, visit, next(iter(simulated.values())).metadata, regions)
+    for detector, sim in simulated.items():
+        put_simulated_visit(butler, sim, visit, detector, run=run)
+        _LOG.info("Wrote visit %d detector %d (%d truth rows) to %s.", visit, detector, len(sim.truth), run)
+    return len(simulated)

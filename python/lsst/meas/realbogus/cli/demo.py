@@ -51,9 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo", default="demo_repo", help="repository directory (default %(default)s)")
     add_simulation_arguments(parser)
     parser.add_argument(
-        "-j", "--processes", type=int, default=1, help="pipetask processes (default %(default)s)"
-    )
-    parser.add_argument(
         "--pipeline", default=None, help="pipeline YAML (default: the package's pipelines/SimulatedAP.yaml)"
     )
     parser.add_argument(
@@ -302,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("lsst.meas.realbogus").setLevel(logging.INFO)
     if args.processes < 1:
-        raise SystemExit("-j must be at least 1")
+        raise SystemExit("-j must be at least 1")  # used by the simulation and by pipetask
     repo = str(Path(args.repo).resolve())
     pipeline = args.pipeline or default_pipeline()
     timings: dict[str, float] = {}

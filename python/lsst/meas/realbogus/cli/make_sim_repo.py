@@ -38,6 +38,13 @@ def add_simulation_arguments(parser: argparse.ArgumentParser) -> None:
         "--first-visit", type=int, default=1, help="id of the first visit (default %(default)s)"
     )
     parser.add_argument("--clobber", action="store_true", help="delete an existing repository first")
+    parser.add_argument(
+        "-j",
+        "--processes",
+        type=int,
+        default=1,
+        help="worker processes of the simulation (and pipetask -j in realbogus-demo; default %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,8 +80,8 @@ def make_repo_from_args(args: argparse.Namespace, repo_root: str, run: str = "Si
     from ..butler.repo import create_sim_repo, ingest_simulated_visits
     from ..simulation import SurveyConfig
 
-    if args.visits < 1 or args.detectors < 1:
-        raise SystemExit("--visits and --detectors must be at least 1")
+    if args.visits < 1 or args.detectors < 1 or args.processes < 1:
+        raise SystemExit("--visits, --detectors and -j must be at least 1")
     if args.size < 64:
         raise SystemExit(f"--size must be at least 64 pixels, got {args.size}")
     config = dataclasses.replace(SurveyConfig(), width=args.size, height=args.size)
@@ -82,7 +89,7 @@ def make_repo_from_args(args: argparse.Namespace, repo_root: str, run: str = "Si
     butler = create_sim_repo(repo_root, n_detectors=args.detectors, clobber=args.clobber)
     visits = list(range(args.first_visit, args.first_visit + args.visits))
     n_written = ingest_simulated_visits(
-        butler, config, visits, list(range(args.detectors)), seed=args.seed, run=run
+        butler, config, visits, list(range(args.detectors)), seed=args.seed, run=run, processes=args.processes
     )
     _LOG.info(
         "Simulated %d visits x %d detectors of %dx%d pixels into %s (%s) in %.1f s.",
