@@ -149,3 +149,24 @@ def test_no_difference_data_is_unscorable_even_with_variance() -> None:
     stamps[1, 2] = np.nan  # science and template fine, difference missing
     sigma = noise_scale(stamps, CHANNELS, NormalizationSpec(), variance)
     assert np.isnan(sigma[1]) and np.all(np.isfinite(sigma[[0, 2]]))
+
+
+def test_per_channel_noise_makes_each_channel_scale_free():
+    """With per_channel_noise, rescaling only the template leaves the output unchanged."""
+    rng = np.random.default_rng(7)
+    stamps = rng.normal(0.0, 1.0, size=(5, 3, 21, 21)).astype(np.float32)
+    stamps[:, 0] *= 0.2  # a deeper template
+    stamps[:, :, 10, 10] += 30.0
+    channels = ("template", "science", "difference")
+    spec = NormalizationSpec(per_channel_noise=True)
+    base = normalize_stamps(stamps, channels, spec)
+    scaled = stamps.copy()
+    scaled[:, 0] *= 37.0  # the template in another photometric scale
+    assert np.allclose(normalize_stamps(scaled, channels, spec), base, atol=1e-4)
+    # The shared-sigma default does depend on the template's scale.
+    shared = NormalizationSpec()
+    assert not np.allclose(normalize_stamps(scaled, channels, shared), normalize_stamps(stamps, channels, shared),
+                           atol=1e-2)
+    # Whole-stamp unit invariance still holds.
+    assert np.allclose(normalize_stamps(stamps * 1e3, channels, spec), base, atol=1e-4)
+    assert NormalizationSpec.from_dict(spec.to_dict()) == spec

@@ -74,6 +74,15 @@ class NormalizationSpec:
         given (otherwise from the MAD of the difference).
     mask_channel : `bool`
         Append a ``valid`` channel (1 where all inputs are finite, else 0).
+    per_channel_noise : `bool`
+        ``"robust"`` only: divide each non-difference channel (science,
+        template) by its own noise scale, ``1.4826 * MAD`` of that channel's
+        stamp, instead of the difference's; the difference keeps its own.
+        This makes the inputs independent of the depth and of the photometric
+        scale of each image separately (e.g. a template delivered in another
+        zero point than the science image, as in some alert streams).  A
+        channel whose MAD is zero or undefined falls back to the difference's
+        sigma.
     max_stat_pixels : `int`
         Medians and MADs are computed on at most about this many pixels per
         stamp: every ``k``-th pixel of the row-major flattened stamp with
@@ -86,6 +95,7 @@ class NormalizationSpec:
     use_variance: bool = True
     mask_channel: bool = True
     max_stat_pixels: int = 512
+    per_channel_noise: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -113,7 +123,7 @@ class NormalizationSpec:
             or self.max_stat_pixels < 16
         ):
             raise ValueError(f"max_stat_pixels must be an integer >= 16, got {self.max_stat_pixels!r}")
-        for name in ("use_variance", "mask_channel"):
+        for name in ("use_variance", "mask_channel", "per_channel_noise"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
@@ -398,9 +408,19 @@ def normalize_stamps_with_scale(
         diff = stamps[:, channels.index("difference")]
         sigma = _noise_scale(diff, variance, spec, diff_median)
         ok = np.isfinite(sigma)
-        inv = np.where(ok, 1.0 / np.where(ok, sigma, 1.0), 0.0)
+        channel_sigma = np.repeat(np.where(ok, sigma, 1.0)[:, None], n_used, axis=1)
+        if spec.per_channel_noise and spec.method == "robust":
+            k = spec.stat_stride(int(np.prod(data.shape[2:])))
+            for i, name in enumerate(used):
+                if name == "difference":
+                    continue
+                # ``data`` has had its median removed: the MAD is the median of |data|.
+                mad = _MAD_TO_SIGMA * nanmedian_rows(np.abs(data[:, i].reshape(n, -1)[:, ::k]))
+                good = np.isfinite(mad) & (mad > 0)
+                channel_sigma[good, i] = mad[good]
+        inv = np.where(ok[:, None], 1.0 / channel_sigma, 0.0)
         scale = inv / spec.asinh_a if spec.asinh_a is not None else inv
-        data *= scale.astype(np.float32)[:, None, None, None]
+        data *= scale.astype(np.float32)[:, :, None, None]
         if spec.asinh_a is not None:
             np.arcsinh(data, out=data)
             data *= np.float32(spec.asinh_a)
