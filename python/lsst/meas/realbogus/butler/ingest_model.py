@@ -107,17 +107,22 @@ def model_run_name(name: str) -> str:
     return MODEL_RUN_PREFIX + name
 
 
+def _missing_config_message() -> str:
+    from .repo import config_directory
+
+    return (
+        f"This Butler repository has no {MODEL_STORAGE_CLASS!r} storage class or formatter in its "
+        "configuration. Repositories made by lsst.meas.realbogus (create_sim_repo / "
+        "realbogus_make_sim_repo.py) have them; for others set "
+        f"DAF_BUTLER_CONFIG_PATH={config_directory()} in every process that uses the models"
+    )
+
+
 def _check_storage_class(butler: Butler) -> None:
     try:
         butler.storageClasses.getStorageClass(MODEL_STORAGE_CLASS)
     except KeyError:
-        from .repo import config_directory
-
-        raise RuntimeError(
-            f"This Butler repository does not know the storage class {MODEL_STORAGE_CLASS!r}. Repositories "
-            "made by lsst.meas.realbogus (create_sim_repo / realbogus_make_sim_repo.py) have it; for "
-            f"others set DAF_BUTLER_CONFIG_PATH={config_directory()} in every process that uses the models"
-        ) from None
+        raise RuntimeError(_missing_config_message()) from None
 
 
 def ingest_model_package(
@@ -196,12 +201,21 @@ def ingest_model_package(
         if chain_type is not None and chain_type != CollectionType.CHAINED:
             raise RuntimeError(f"Collection {chain!r} exists and is a {chain_type.name}, not a CHAINED collection")
 
-    butler.registry.registerRun(run)
-    if butler.query_datasets(dataset_type, collections=run, explain=False):
+    created = butler.registry.registerRun(run)
+    if not created and butler.query_datasets(dataset_type, collections=run, explain=False):
         raise RuntimeError(
             f"{run!r} already holds a {dataset_type!r}; ingest under another name (models are never replaced)"
         )
-    ref = butler.put(package, dataset_type, run=run)
+    try:
+        ref = butler.put(package, dataset_type, run=run)
+    except Exception as err:
+        if created:
+            butler.registry.removeCollection(run)
+        # The storage class is process-wide once any repository defined it, but the formatter
+        # comes from this repository's datastore configuration.
+        if "formatter" in str(err).lower():
+            raise RuntimeError(_missing_config_message()) from err
+        raise
 
     members: tuple[str, ...] = ()
     if chain is not None:
