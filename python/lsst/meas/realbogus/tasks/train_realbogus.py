@@ -135,7 +135,7 @@ class RealBogusTrainConnections(PipelineTaskConnections, dimensions=("instrument
         super().__init__(config=config)
         if config is not None and not config.do_plots:
             for name in PLOT_NAMES:
-                del self.outputs[f"plot_{name}"]  # type: ignore[attr-defined]
+                delattr(self, f"plot_{name}")
 
 
 def _check_json_object(value: str | None) -> bool:
@@ -241,6 +241,7 @@ class RealBogusTrainConfig(PipelineTaskConfig, pipelineConnections=RealBogusTrai
     )
 
     def validate(self) -> None:
+        """Validate the fields and check that train and validation fractions are positive."""
         super().validate()
         if sum(self.split_fractions[:2]) <= 0 or self.split_fractions[0] <= 0 or self.split_fractions[1] <= 0:
             raise ValueError(
@@ -290,7 +291,7 @@ def _load(obj: Any) -> Any:
 
 
 def _thin(n: int, max_points: int) -> np.ndarray:
-    """Indices of at most ``max_points`` points spread evenly over ``n`` (first and last kept)."""
+    """Return indices of at most ``max_points`` points spread evenly over ``n`` (first and last kept)."""
     if n <= max_points:
         return np.arange(n)
     return np.unique(np.linspace(0, n - 1, max_points).round().astype(np.int64))
@@ -314,6 +315,10 @@ class RealBogusTrainTask(PipelineTask):
     config: RealBogusTrainConfig
 
     def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
+        """Pair the inputs by (visit, detector), run, and write the outputs.
+
+        (visit, detector) pairs lacking one of the five inputs are left out with a warning.
+        """
         inputs = butlerQC.get(inputRefs)
         names = ("difference_images", "science_images", "templates", "dia_sources", "truths")
         by_key: dict[str, dict[tuple[int, int], Any]] = {
@@ -448,7 +453,8 @@ class RealBogusTrainTask(PipelineTask):
             for name, image in (("science image", science), ("template", template)):
                 if image.shape != diff.image.shape:
                     raise ValueError(
-                        f"{name} of input {i} has shape {image.shape}, its difference image {diff.image.shape}."
+                        f"{name} of input {i} has shape {image.shape}, "
+                        f"its difference image {diff.image.shape}."
                     )
             cands = make_candidates(
                 science,
