@@ -75,7 +75,6 @@ def test_connections_follow_config(repo):
         ({"modelChannels": ["difference", "variance"]}, "unknown planes"),
         ({"modelChannels": ["difference", "difference"]}, "duplicates"),
         ({"xColumn": ""}, "xColumn"),
-        ({"outputStorageClass": "Catalog"}, "needs lsst.afw"),
     ],
 )
 def test_config_validation(overrides, match):
@@ -209,6 +208,26 @@ def test_difference_only_model_needs_no_science_or_template(repo):
     reverse = RBTransiNetTask(config=_file_config(repo["diff_only"]))
     with pytest.raises(ValueError, match=r"reads channels \['difference'\]"):
         reverse.run(diaSources=sources, difference=butler.get("difference_image", DATA_ID))
+
+
+def test_afw_output_without_afw_is_a_clear_run_time_error(repo):
+    butler = _butler(repo)
+    task = RBTransiNetTask(config=_file_config(repo["model"], outputStorageClass="Catalog"))
+    assert task.config.ConnectionsClass(config=task.config).classifications.storageClass == "Catalog"
+    try:
+        import lsst.afw.table  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="needs lsst.afw"):
+            task.run(diaSources=butler.get("dia_source_unstandardized", DATA_ID),
+                     difference=butler.get("difference_image", DATA_ID),
+                     science=butler.get("preliminary_visit_image", DATA_ID),
+                     template=butler.get("template_detector", DATA_ID))
+    else:
+        result = task.run(diaSources=butler.get("dia_source_unstandardized", DATA_ID),
+                          difference=butler.get("difference_image", DATA_ID),
+                          science=butler.get("preliminary_visit_image", DATA_ID),
+                          template=butler.get("template_detector", DATA_ID))
+        assert len(result.classifications) == len(butler.get("dia_source_unstandardized", DATA_ID))
 
 
 def test_output_storage_classes(repo):
