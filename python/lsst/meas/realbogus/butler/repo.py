@@ -344,10 +344,13 @@ def ingest_simulated_visits(
             simulated = {detector: _simulate(config, visit, detector, seed) for detector in detectors}
             n_written += _write_visit(butler, visit, simulated, run)
         return n_written
-    # fork is much cheaper than spawn (no re-import of galsim/astropy per worker); the workers
-    # only simulate and never touch the Butler.  Fall back to spawn where fork does not exist.
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    # A fork server (single-threaded, with the simulator preloaded) forks the workers cheaply and
+    # safely even if this process already runs threads (pyarrow, SQLite); spawn elsewhere.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["lsst.meas.realbogus.simulation"])
+    else:
+        context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
 
         def submit(visit: int) -> dict[int, Future]:
