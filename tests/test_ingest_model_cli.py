@@ -9,23 +9,24 @@ from pathlib import Path
 import pytest
 import torch
 from lsst.daf.butler import Butler, CollectionType
-from test_rb_task_support import make_model_file
-
 from lsst.meas.realbogus.butler import repo
 from lsst.meas.realbogus.butler.ingest_model import ingest_model_package, model_run_name
 from lsst.meas.realbogus.cli import ingest_model
 from lsst.meas.realbogus.model_package import ModelPackage, read_model_package
+from test_rb_task_support import make_model_file
 
 BIN = Path(__file__).parents[1] / "bin" / "realbogus_ingest_model.py"
 
 
 @pytest.fixture
 def sim_repo(tmp_path) -> str:
+    """Create an empty SimCam repository and return its root."""
     repo.create_sim_repo(tmp_path / "repo", n_detectors=1)
     return str(tmp_path / "repo")
 
 
 def test_ingest_and_chain(sim_repo, tmp_path, capsys):
+    """Check: ingest and chain."""
     first = make_model_file(tmp_path / "a.safetensors", version="a1", seed=1)
     second = make_model_file(tmp_path / "b.safetensors", version="b2", seed=2)
     assert ingest_model.main([sim_repo, str(first)]) == 0  # name defaults to the version
@@ -35,7 +36,8 @@ def test_ingest_and_chain(sim_repo, tmp_path, capsys):
     assert butler.registry.getCollectionType("pretrained_models") == CollectionType.CHAINED
     assert list(butler.registry.getCollectionChain("pretrained_models")) == ["models/rb-b.2", "models/a1"]
     dataset_type = butler.get_dataset_type("realbogus_model")
-    assert dataset_type.dimensions.names == set() and dataset_type.storageClass_name == "RealBogusModelPackage"
+    assert dataset_type.dimensions.names == set()
+    assert dataset_type.storageClass_name == "RealBogusModelPackage"
     # The chain finds the newest model; each RUN keeps its own.
     newest = butler.get("realbogus_model", collections="pretrained_models")
     assert isinstance(newest, ModelPackage) and newest.metadata.version == "b2"
@@ -47,14 +49,17 @@ def test_ingest_and_chain(sim_repo, tmp_path, capsys):
     # Re-ingesting under an existing name is refused; nothing is replaced.
     assert ingest_model.main([sim_repo, str(second), "--name", "a1"]) == 1
     assert "already holds" in capsys.readouterr().err
-    assert Butler.from_config(sim_repo).get("realbogus_model", collections="models/a1").metadata.version == "a1"
+    kept = Butler.from_config(sim_repo).get("realbogus_model", collections="models/a1")
+    assert kept.metadata.version == "a1"
     # Re-pointing the chain at an older model: ingest it again under a new name.
-    assert ingest_model.main([sim_repo, str(first), "--name", "a1-again", "--chain", "pretrained_models"]) == 0
+    argv = [sim_repo, str(first), "--name", "a1-again", "--chain", "pretrained_models"]
+    assert ingest_model.main(argv) == 0
     chain = Butler.from_config(sim_repo).registry.getCollectionChain("pretrained_models")
     assert list(chain) == ["models/a1-again", "models/rb-b.2", "models/a1"]
 
 
 def test_errors_are_clear(sim_repo, tmp_path, capsys):
+    """Check: errors are clear."""
     assert ingest_model.main([sim_repo, str(tmp_path / "missing.safetensors")]) == 1
     assert "does not exist" in capsys.readouterr().err
     not_a_model = tmp_path / "pickle.safetensors"
@@ -78,6 +83,7 @@ def test_errors_are_clear(sim_repo, tmp_path, capsys):
 
 
 def test_repo_without_storage_class_needs_config_path(tmp_path, monkeypatch):
+    """Check: repo without storage class needs config path."""
     root = tmp_path / "plain"
     Butler.makeRepo(str(root))  # no seed config: the storage class is unknown
     model = make_model_file(tmp_path / "m.safetensors")
@@ -93,6 +99,7 @@ def test_repo_without_storage_class_needs_config_path(tmp_path, monkeypatch):
 
 
 def test_bin_script(sim_repo, tmp_path):
+    """Check: bin script."""
     model = make_model_file(tmp_path / "m.safetensors", version="s1")
     result = subprocess.run([sys.executable, str(BIN), sim_repo, str(model)], capture_output=True, text=True,
                             timeout=120)

@@ -1,5 +1,6 @@
 """pipelines/production/ApPipeWithRealBogus.yaml builds a pipeline graph with the production labels
-and dataset type names, against a stand-in ap_pipe made of pipe_base mock tasks."""
+and dataset type names, against a stand-in ap_pipe made of pipe_base mock tasks.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from lsst.pipe.base import Pipeline
-
 from lsst.meas.realbogus.tasks.rb_transinet import RBTransiNetTask
+from lsst.pipe.base import Pipeline
 
 PRODUCTION = Path(__file__).parents[1] / "pipelines" / "production" / "ApPipeWithRealBogus.yaml"
 RESOURCE = "resource://lsst.meas.realbogus/pipelines/production/ApPipeWithRealBogus.yaml"
@@ -17,7 +17,7 @@ VISIT = '["instrument", "visit", "detector"]'
 
 
 def _mock_task(label: str, inputs: dict[str, tuple[str, str]], outputs: dict[str, tuple[str, str]]) -> str:
-    """YAML of a DynamicTestPipelineTask with the given {connection: (dataset type, storage class)}."""
+    """Return YAML of a DynamicTestPipelineTask with the given {connection: (dataset type, storage class)}."""
     lines = ["from lsst.pipe.base.tests.mocks import DynamicConnectionConfig as C",
              f"config.dimensions = {VISIT}"]
     for kind, connections in (("inputs", inputs), ("outputs", outputs)):
@@ -30,15 +30,17 @@ def _mock_task(label: str, inputs: dict[str, tuple[str, str]], outputs: dict[str
 
 
 def _contract(a: str, a_conn: str, b: str, b_conn: str) -> str:
+    """Return YAML of an ApPipe-style contract equating two connection dataset type names."""
     return (f"  - contract: {a}.connections.ConnectionsClass(config={a}).{a_conn}.name ==\n"
             f"              {b}.connections.ConnectionsClass(config={b}).{b_conn}.name\n"
             f'    msg: "{a}.{a_conn} != {b}.{b_conn}"\n')
 
 
 def _write_stand_in_ap_pipe(root: Path) -> None:
-    """A stand-in for $AP_PIPE_DIR/pipelines/_ingredients/ApPipe.yaml: production labels, dataset
+    """Write a stand-in for $AP_PIPE_DIR/pipelines/_ingredients/ApPipe.yaml: production labels, dataset
     types and storage classes, mock tasks, meas_transiNet at computeReliability, ApPipe-style
-    contracts and subsets."""
+    contracts and subsets.
+    """
     tasks = "".join([
         _mock_task("calibrateImage", {}, {"exposure": ("preliminary_visit_image", "VisitImage")}),
         _mock_task("retrieveTemplate", {}, {"template": ("template_detector", "VisitImage")}),
@@ -86,12 +88,14 @@ def _write_stand_in_ap_pipe(root: Path) -> None:
 
 @pytest.fixture
 def ap_pipe_dir(tmp_path, monkeypatch) -> Path:
+    """Point ``AP_PIPE_DIR`` at a stand-in ap_pipe."""
     _write_stand_in_ap_pipe(tmp_path)
     monkeypatch.setenv("AP_PIPE_DIR", str(tmp_path))
     return tmp_path
 
 
 def test_production_pipeline_replaces_compute_reliability(ap_pipe_dir):
+    """Check: production pipeline replaces compute reliability."""
     pipeline = Pipeline.from_uri(str(PRODUCTION))
     graph = pipeline.to_graph()
     graph.resolve()
@@ -106,7 +110,8 @@ def test_production_pipeline_replaces_compute_reliability(ap_pipe_dir):
     assert [e.parent_dataset_type_name for e in node.outputs.values()] == ["dia_source_reliability"]
     # Wired between the production neighbours.
     assert graph.producer_of("dia_source_unstandardized").label == "filterDiaSrcCat"
-    assert [n.label for n in graph.consumers_of("dia_source_reliability")] == ["filterDiaSourcePostReliability"]
+    consumers = [n.label for n in graph.consumers_of("dia_source_reliability")]
+    assert consumers == ["filterDiaSourcePostReliability"]
     assert graph.dataset_types["dia_source_reliability"].storage_class_name == "Catalog"
     assert graph.dataset_types["realbogus_model"].dimensions.names == set()
     prompt = Pipeline.from_uri(f"{PRODUCTION}#prompt").to_graph()
@@ -117,11 +122,13 @@ def test_production_pipeline_replaces_compute_reliability(ap_pipe_dir):
 
 
 def test_contracts_catch_a_miswired_reliability_step(ap_pipe_dir, tmp_path):
+    """Check: contracts catch a miswired reliability step."""
     broken = tmp_path / "broken.yaml"
     broken.write_text(
         f"description: miswired\nimports:\n  - location: {PRODUCTION}\n"
         "tasks:\n  computeReliability:\n    class: lsst.meas.realbogus.tasks.rb_transinet.RBTransiNetTask\n"
         "    config:\n      connections.diaSources: dia_source_unfiltered\n"
     )
-    with pytest.raises(Exception, match="filterDiaSrcCat.filteredDiaSourceCat != computeReliability.diaSources"):
+    message = "filterDiaSrcCat.filteredDiaSourceCat != computeReliability.diaSources"
+    with pytest.raises(Exception, match=message):
         Pipeline.from_uri(str(broken)).to_graph()

@@ -1,5 +1,6 @@
 """`pipetask run` of differencing -> detection -> reliability on a tiny simulated repository,
-with the model found in the Butler by collection after `realbogus-ingest-model`."""
+with the model found in the Butler by collection after `realbogus-ingest-model`.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from lsst.daf.butler import Butler
-from test_rb_task_support import DATA_ID, make_model_file, make_sim_only_repo
-
 from lsst.meas.realbogus.cli import ingest_model
+from test_rb_task_support import DATA_ID, make_model_file, make_sim_only_repo
 
 PIPELINES = Path(__file__).parents[1] / "pipelines"
 OUTPUTS = ("difference_image", "dia_source_unstandardized", "dia_source_reliability")
 
 
 def _pipetask() -> str:
+    """Return the ``pipetask`` script of this interpreter."""
     return str(Path(sys.executable).parent / "pipetask")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
+    """Build a tiny simulated repo with one ingested model and a diffim + reliability pipeline."""
     root = tmp_path_factory.mktemp("rb_pipetask")
     make_sim_only_repo(root / "repo")
     model = make_model_file(root / "model.safetensors", version="p0.1", threshold=0.45)
@@ -40,15 +42,19 @@ def setup(tmp_path_factory):
 
 
 def _run(setup, output: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run pipetask on the fixture repo; raise with its output on failure if ``check``."""
     command = [_pipetask(), "--long-log", "run", "-b", setup["repo"], "-i", "SimCam/sim,pretrained_models",
                "-o", output, "-p", setup["pipeline"], "--register-dataset-types", *extra]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     if check and result.returncode != 0:
-        raise AssertionError(f"pipetask failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(
+            f"pipetask failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 
 def _reliability(repo: str, collection: str):
+    """Return the diaSources and reliabilities of the one data ID in ``collection``."""
     butler = Butler.from_config(repo)
     sources = butler.get("dia_source_unstandardized", DATA_ID, collections=collection)
     reliability = butler.get("dia_source_reliability", DATA_ID, collections=collection)
@@ -57,6 +63,7 @@ def _reliability(repo: str, collection: str):
 
 @pytest.mark.slow
 def test_pipetask_serial_parallel_and_rerun(setup):
+    """Check: pipetask serial parallel and rerun."""
     _run(setup, "test/serial", "-j", "1")
     sources, serial = _reliability(setup["repo"], "test/serial")
     assert len(sources) > 0
@@ -89,6 +96,7 @@ def test_pipetask_serial_parallel_and_rerun(setup):
 
 
 def test_missing_model_fails_graph_building_clearly(setup):
+    """Check: missing model fails graph building clearly."""
     result = subprocess.run(
         [_pipetask(), "run", "-b", setup["repo"], "-i", "SimCam/sim", "-o", "test/no_model",
          "-p", setup["pipeline"], "--register-dataset-types"],

@@ -6,27 +6,27 @@ import numpy as np
 import pytest
 from astropy.table import Table
 from lsst.daf.butler import Butler
-from lsst.pipe.base import testUtils
-from test_rb_task_support import DATA_ID, make_model_file, make_processed_repo
-
 from lsst.meas.realbogus.butler.ingest_model import ingest_model_package
 from lsst.meas.realbogus.errors import ModelPackageError
 from lsst.meas.realbogus.scoring import DEFAULT_MODEL_PATH, load_model
 from lsst.meas.realbogus.tasks import rb_transinet
 from lsst.meas.realbogus.tasks.rb_transinet import RBTransiNetConfig, RBTransiNetTask
+from lsst.pipe.base import testUtils
+from test_rb_task_support import DATA_ID, make_model_file, make_processed_repo
 
 RUN = "SimCam/sim"
 CONNECTIONS = ("science", "template", "difference", "diaSources", "classifications")
 
 
 def _io_ids(butler: Butler, skip: tuple[str, ...] = ()) -> dict:
-    """Expanded data IDs per connection (output file templates need the dimension records)."""
+    """Return expanded data IDs per connection (output file templates need the dimension records)."""
     expanded = butler.registry.expandDataId(DATA_ID)
     return {name: expanded for name in CONNECTIONS if name not in skip}
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
+    """Build a processed tiny repo and two tiny model packages (3-plane and difference-only)."""
     root = tmp_path_factory.mktemp("rb_quantum")
     make_processed_repo(root / "repo", run=RUN)
     model = make_model_file(root / "model.safetensors")
@@ -35,10 +35,12 @@ def repo(tmp_path_factory):
 
 
 def _butler(repo) -> Butler:
+    """Return a writeable Butler on the fixture repo, default run ``SimCam/sim``."""
     return Butler.from_config(repo["root"], writeable=True, run=RUN, collections=[RUN])
 
 
 def _file_config(path, **overrides) -> RBTransiNetConfig:
+    """Return a validated config reading the model from a file, with overrides."""
     config = RBTransiNetConfig()
     config.modelSource = "file"
     config.modelPath = str(path)
@@ -49,6 +51,7 @@ def _file_config(path, **overrides) -> RBTransiNetConfig:
 
 
 def test_connections_follow_config(repo):
+    """Check: connections follow config."""
     config = RBTransiNetConfig()
     connections = config.ConnectionsClass(config=config)
     assert connections.inputs == {"science", "template", "difference", "diaSources"}
@@ -78,6 +81,7 @@ def test_connections_follow_config(repo):
     ],
 )
 def test_config_validation(overrides, match):
+    """Check: config validation."""
     config = RBTransiNetConfig()
     for key, value in overrides.items():
         setattr(config, key, value)
@@ -86,6 +90,7 @@ def test_config_validation(overrides, match):
 
 
 def test_bad_choice_and_batch_size_rejected():
+    """Check: bad choice and batch size rejected."""
     config = RBTransiNetConfig()
     with pytest.raises(Exception, match="device"):
         config.device = "tpu"
@@ -94,6 +99,7 @@ def test_bad_choice_and_batch_size_rejected():
 
 
 def test_package_source_without_default_model_is_a_clear_error():
+    """Check: package source without default model is a clear error."""
     if DEFAULT_MODEL_PATH.exists():
         task = RBTransiNetTask(config=RBTransiNetConfig(modelSource="package"))
         assert task.load_model().version == load_model().version
@@ -104,6 +110,7 @@ def test_package_source_without_default_model_is_a_clear_error():
 
 
 def test_run_quantum_from_file_model(repo):
+    """Check: run quantum from file model."""
     butler = _butler(repo)
     task = RBTransiNetTask(config=_file_config(repo["model"]))
     quantum = testUtils.makeQuantum(task, butler, DATA_ID, _io_ids(butler))
@@ -144,6 +151,7 @@ def test_run_quantum_from_file_model(repo):
 
 
 def test_empty_catalogue_gives_empty_output_with_all_columns(repo):
+    """Check: empty catalogue gives empty output with all columns."""
     butler = _butler(repo)
     task = RBTransiNetTask(config=_file_config(repo["model"]))
     sources = butler.get("dia_source_unstandardized", DATA_ID)
@@ -163,6 +171,7 @@ def test_empty_catalogue_gives_empty_output_with_all_columns(repo):
 
 
 def test_duplicate_and_bad_ids_are_errors(repo):
+    """Check: duplicate and bad ids are errors."""
     butler = _butler(repo)
     task = RBTransiNetTask(config=_file_config(repo["model"]))
     sources = butler.get("dia_source_unstandardized", DATA_ID)
@@ -189,12 +198,14 @@ def test_duplicate_and_bad_ids_are_errors(repo):
 
 
 def test_difference_only_model_needs_no_science_or_template(repo):
+    """Check: difference only model needs no science or template."""
     butler = _butler(repo)
     config = _file_config(repo["diff_only"], modelChannels=["difference"])
     task = RBTransiNetTask(config=config)
     io_ids = _io_ids(butler, skip=("science", "template"))
     quantum = testUtils.makeQuantum(task, butler, DATA_ID, io_ids)
-    assert {dataset_type.name for dataset_type in quantum.inputs} == {"difference_image", "dia_source_unstandardized"}
+    names = {dataset_type.name for dataset_type in quantum.inputs}
+    assert names == {"difference_image", "dia_source_unstandardized"}
     run = testUtils.runTestQuantum(task, butler, quantum, mockRun=True)
     assert set(run.call_args.kwargs) == {"difference", "diaSources", "model"}
     sources = butler.get("dia_source_unstandardized", DATA_ID)
@@ -211,6 +222,7 @@ def test_difference_only_model_needs_no_science_or_template(repo):
 
 
 def test_afw_output_without_afw_is_a_clear_run_time_error(repo):
+    """Check: afw output without afw is a clear run time error."""
     butler = _butler(repo)
     task = RBTransiNetTask(config=_file_config(repo["model"], outputStorageClass="Catalog"))
     assert task.config.ConnectionsClass(config=task.config).classifications.storageClass == "Catalog"
@@ -231,6 +243,7 @@ def test_afw_output_without_afw_is_a_clear_run_time_error(repo):
 
 
 def test_output_storage_classes(repo):
+    """Check: output storage classes."""
     butler = _butler(repo)
     sources = butler.get("dia_source_unstandardized", DATA_ID)
     images = {"difference": butler.get("difference_image", DATA_ID),
@@ -248,13 +261,15 @@ def test_output_storage_classes(repo):
 
 
 def test_model_from_butler_collection_is_cached_by_dataset(repo):
+    """Check: model from butler collection is cached by dataset."""
     from lsst.daf.butler import Quantum
 
     butler = _butler(repo)
     ingested = ingest_model_package(butler, repo["model"], "quantum-test", chain="test_models")
     rb_transinet.clear_task_model_cache()
     # makeQuantum only looks in one RUN; add the model's ref (in models/quantum-test) by hand.
-    base = testUtils.makeQuantum(RBTransiNetTask(config=_file_config(repo["model"])), butler, DATA_ID, _io_ids(butler))
+    file_task = RBTransiNetTask(config=_file_config(repo["model"]))
+    base = testUtils.makeQuantum(file_task, butler, DATA_ID, _io_ids(butler))
     inputs = {dataset_type: list(refs) for dataset_type, refs in base.inputs.items()}
     inputs[ingested.ref.datasetType] = [ingested.ref]
     quantum = Quantum(taskClass=RBTransiNetTask, dataId=base.dataId, inputs=inputs, outputs=base.outputs)
@@ -264,7 +279,8 @@ def test_model_from_butler_collection_is_cached_by_dataset(repo):
     model = run.call_args.kwargs["model"]
     assert model.version == "t0.1"
     # A second task (pipetask builds one per quantum) reuses the same network object.
-    again = testUtils.runTestQuantum(RBTransiNetTask(config=RBTransiNetConfig()), reader, quantum, mockRun=True)
+    second_task = RBTransiNetTask(config=RBTransiNetConfig())
+    again = testUtils.runTestQuantum(second_task, reader, quantum, mockRun=True)
     assert again.call_args.kwargs["model"] is model
     images = {"diaSources": butler.get("dia_source_unstandardized", DATA_ID),
               "difference": butler.get("difference_image", DATA_ID),

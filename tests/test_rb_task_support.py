@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from lsst.daf.butler import Butler
-
 from lsst.meas.realbogus.architectures import build_architecture
 from lsst.meas.realbogus.model_package import ModelMetadata, save_model_package
 

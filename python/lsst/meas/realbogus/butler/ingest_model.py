@@ -199,7 +199,9 @@ def ingest_model_package(
         except MissingCollectionError:
             chain_type = None
         if chain_type is not None and chain_type != CollectionType.CHAINED:
-            raise RuntimeError(f"Collection {chain!r} exists and is a {chain_type.name}, not a CHAINED collection")
+            raise RuntimeError(
+                f"Collection {chain!r} exists and is a {chain_type.name}, not a CHAINED collection"
+            )
 
     created = butler.registry.registerRun(run)
     if not created and butler.query_datasets(dataset_type, collections=run, explain=False):

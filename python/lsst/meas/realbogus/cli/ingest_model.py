@@ -1,4 +1,4 @@
-"""Command line: store a real/bogus model package in a Butler repository (``realbogus-ingest-model``).
+r"""Command line: store a real/bogus model package in a Butler repository (``realbogus-ingest-model``).
 
 Example::
 

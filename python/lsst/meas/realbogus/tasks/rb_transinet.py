@@ -216,6 +216,13 @@ class RBTransiNetConfig(PipelineTaskConfig, pipelineConnections=RBTransiNetConne
     )
 
     def validate(self) -> None:
+        """Check the consistency of the settings.
+
+        Raises
+        ------
+        ValueError
+            Raised with a message naming the inconsistent fields.
+        """
         super().validate()
         if self.modelSource == "file" and not self.modelPath:
             raise ValueError("RBTransiNetConfig: modelSource='file' needs modelPath (a model package file)")
@@ -227,7 +234,9 @@ class RBTransiNetConfig(PipelineTaskConfig, pipelineConnections=RBTransiNetConne
         channels = list(self.modelChannels)
         unknown = sorted(set(channels) - set(IMAGE_PLANES))
         if unknown:
-            raise ValueError(f"RBTransiNetConfig.modelChannels: unknown planes {unknown}; allowed {IMAGE_PLANES}")
+            raise ValueError(
+                f"RBTransiNetConfig.modelChannels: unknown planes {unknown}; allowed {IMAGE_PLANES}"
+            )
         if len(set(channels)) != len(channels):
             raise ValueError(f"RBTransiNetConfig.modelChannels has duplicates: {channels}")
         if "difference" not in channels:
@@ -417,6 +426,17 @@ class RBTransiNetTask(PipelineTask):
         inputRefs: InputQuantizedConnection,
         outputRefs: OutputQuantizedConnection,
     ) -> None:
+        """Read the inputs, resolve the model (cached per process) and write the reliabilities.
+
+        Parameters
+        ----------
+        butlerQC : `lsst.pipe.base.QuantumContext`
+            Butler access for this quantum.
+        inputRefs : `lsst.pipe.base.InputQuantizedConnection`
+            Input dataset references.
+        outputRefs : `lsst.pipe.base.OutputQuantizedConnection`
+            Output dataset references.
+        """
         inputs = butlerQC.get(inputRefs)
         handle = inputs.pop("pretrainedModel", None)
         model = None
