@@ -31,6 +31,6 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
 echo "Installing dependencies (first time: several minutes, PyTorch is a few GB)" >&2
-"$venv/bin/python" -m pip install --quiet -e "$here[test,bps,doc]" >&2
+"$venv/bin/python" -m pip install --quiet -e "$here[test,bps,doc,postgres]" >&2
 echo "$want" > "$stamp"
 echo "$venv"
