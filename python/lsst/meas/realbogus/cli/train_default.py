@@ -1,0 +1,548 @@
+"""Reproduce the default real/bogus model shipped with the package, in one command.
+
+Two modes, with the same simulation, candidate cutting and labelling
+(`lsst.meas.realbogus.candidates.make_candidates`) and the same training settings
+(`lsst.meas.realbogus.training.train_classifier`):
+
+default (no Butler)
+    Simulate ``--visits`` x ``--detectors`` visits, difference, detect and label them with
+    `lsst.meas.realbogus.training_set.simulate_candidate_sets` (``--processes`` workers), stream
+    the candidates into a float16 stamp store, split train / validation by visit and train.
+``--butler REPO``
+    Create a simulated SimCam Butler repository with the same visits, run
+    ``pipetask run -p TrainRealBogus.yaml`` (differencing, detection, truth matching,
+    `~lsst.meas.realbogus.tasks.train_realbogus.RealBogusTrainTask`) and export the registered
+    ``realbogus_model``.
+
+Either way the model package is written to ``--output`` and evaluated on held-out visits
+simulated with a different seed (``--heldout-seed``); the metrics table (AUC, completeness of
+SNR >= 6 transients at the threshold giving purity 0.99, ECE) and the training time are printed
+and written as JSON next to the package.
+
+The defaults below (``DEFAULT_*``) are the settings of the shipped model; edit them here.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_ARCHITECTURE",
+    "DEFAULT_ARCHITECTURE_KWARGS",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CUTOUT_SIZE",
+    "DEFAULT_DETECTORS",
+    "DEFAULT_EPOCHS",
+    "DEFAULT_HELDOUT_SEED",
+    "DEFAULT_HELDOUT_VISITS",
+    "DEFAULT_LR",
+    "DEFAULT_MATCH_RADIUS_ARCSEC",
+    "DEFAULT_MIN_SNR",
+    "DEFAULT_PATIENCE",
+    "DEFAULT_SEED",
+    "DEFAULT_SIZE",
+    "DEFAULT_SPLIT",
+    "DEFAULT_TARGET_PURITY",
+    "DEFAULT_VERSION",
+    "DEFAULT_VISITS",
+    "HELDOUT_VISIT_OFFSET",
+    "build_parser",
+    "evaluate_heldout",
+    "format_metrics_table",
+    "main",
+    "simulate_to_store",
+    "training_config",
+]
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# --- Settings of the shipped default model (edit these). ---
+DEFAULT_VISITS = 60
+"""Number of simulated training visits."""
+DEFAULT_DETECTORS = 2
+"""Detectors per visit."""
+DEFAULT_SIZE = 1024
+"""Detector width and height in pixels (the survey rates scale with the area)."""
+DEFAULT_HELDOUT_VISITS = 12
+"""Number of held-out evaluation visits (simulated with ``DEFAULT_HELDOUT_SEED``)."""
+DEFAULT_SEED = 0
+"""Seed of the training simulation and of the training itself."""
+DEFAULT_HELDOUT_SEED = 20261125
+"""Seed of the held-out simulation (must differ from ``DEFAULT_SEED``)."""
+DEFAULT_ARCHITECTURE = "rb3_cnn"
+"""Architecture registry name."""
+DEFAULT_ARCHITECTURE_KWARGS: dict[str, Any] = {}
+"""Architecture keyword arguments (``in_channels``/``size`` are filled in from the data)."""
+DEFAULT_CUTOUT_SIZE = 51
+"""Stamp side length in pixels."""
+DEFAULT_EPOCHS = 30
+"""Maximum number of epochs (early stopping on the validation loss)."""
+DEFAULT_BATCH_SIZE = 128
+"""Training batch size."""
+DEFAULT_LR = 1e-3
+"""AdamW learning rate."""
+DEFAULT_PATIENCE = 5
+"""Early-stopping patience in epochs."""
+DEFAULT_VERSION = "1.0.0"
+"""Model version (at most 7 characters)."""
+DEFAULT_MATCH_RADIUS_ARCSEC = 0.5
+"""Truth match radius defining a real candidate."""
+DEFAULT_TARGET_PURITY = 0.99
+"""Purity the model threshold is chosen for."""
+DEFAULT_MIN_SNR = 6.0
+"""Transients with truth SNR at least this enter the headline completeness."""
+DEFAULT_SPLIT = (0.85, 0.15, 0.0)
+"""Train / validation / test fractions by visit (the held-out visits are the test set; the Butler
+mode's training task keeps a small test split of its own for its diagnostics)."""
+HELDOUT_VISIT_OFFSET = 900000
+"""Held-out visit ids start here, so they never coincide with training visits."""
+
+_LOG = logging.getLogger("lsst.meas.realbogus.cli.train_default")
+_BUTLER_SPLIT = (0.7, 0.15, 0.15)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser.
+
+    Returns
+    -------
+    parser : `argparse.ArgumentParser`
+        The parser.
+    """
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--output", default="default_model.safetensors", help="model package to write")
+    p.add_argument("--metrics", default=None, help="metrics JSON (default: OUTPUT with .json)")
+    p.add_argument(
+        "--butler",
+        default=None,
+        metavar="REPO",
+        help="train through the Butler: create this simulated repo and run TrainRealBogus.yaml",
+    )
+    p.add_argument("--clobber", action="store_true", help="replace an existing --butler repo")
+    p.add_argument("--collection", default="realbogus/train_default", help="output collection (--butler)")
+    p.add_argument("--visits", type=int, default=DEFAULT_VISITS)
+    p.add_argument("--detectors", type=int, default=DEFAULT_DETECTORS)
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="detector width and height (pixels)")
+    p.add_argument("--heldout-visits", type=int, default=DEFAULT_HELDOUT_VISITS)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--heldout-seed", type=int, default=DEFAULT_HELDOUT_SEED)
+    p.add_argument("--architecture", default=DEFAULT_ARCHITECTURE)
+    p.add_argument(
+        "--architecture-kwargs", default=json.dumps(DEFAULT_ARCHITECTURE_KWARGS), help="JSON object"
+    )
+    p.add_argument("--cutout-size", type=int, default=DEFAULT_CUTOUT_SIZE)
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    p.add_argument("--lr", type=float, default=DEFAULT_LR)
+    p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE)
+    p.add_argument("--model-version", default=DEFAULT_VERSION, help="at most 7 characters")
+    p.add_argument("--processes", type=int, default=1, help="simulation worker processes (pipetask -j)")
+    p.add_argument("--num-threads", type=int, default=1, help="torch threads for training")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--checkpoint-dir", default=None, help="per-epoch checkpoints; resumes if present")
+    p.add_argument("--work-dir", default=None, help="directory for the stamp stores (default: temporary)")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for name in ("visits", "detectors", "heldout_visits", "epochs", "batch_size", "processes", "num_threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.size < 2 * args.cutout_size or args.size < 64:
+        parser.error(f"--size {args.size} is too small (at least 64 and twice --cutout-size)")
+    if args.seed == args.heldout_seed:
+        parser.error("--heldout-seed must differ from --seed")
+    if len(args.model_version) > 7:
+        parser.error("--model-version must be at most 7 characters")
+    min_visits = 3 if args.butler else 2
+    if args.visits < min_visits:
+        parser.error(f"--visits must be at least {min_visits} (the split is by visit)")
+    try:
+        if not isinstance(json.loads(args.architecture_kwargs), dict):
+            raise ValueError
+    except ValueError:
+        parser.error("--architecture-kwargs must be a JSON object")
+
+
+def training_config(args: argparse.Namespace) -> Any:
+    """Return the `~lsst.meas.realbogus.training.TrainingConfig` of the command-line settings.
+
+    Parameters
+    ----------
+    args : `argparse.Namespace`
+        Parsed arguments.
+
+    Returns
+    -------
+    config : `lsst.meas.realbogus.training.TrainingConfig`
+        The training configuration (also mirrored into the Butler task's config).
+    """
+    from ..training import TrainingConfig
+
+    config = TrainingConfig(
+        architecture=args.architecture,
+        architecture_kwargs=json.loads(args.architecture_kwargs),
+        cutout_size=args.cutout_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        seed=args.seed,
+        target_purity=DEFAULT_TARGET_PURITY,
+        num_threads=args.num_threads,
+        device=args.device,
+        version=args.model_version,
+    )
+    config.validate()
+    return config
+
+
+def simulate_to_store(
+    survey: Any,
+    visits: Sequence[int],
+    detectors: Sequence[int],
+    seed: int,
+    directory: Path,
+    *,
+    cutout_size: int,
+    processes: int = 1,
+) -> Any:
+    """Simulate and label candidates and stream them into a float16 stamp store.
+
+    Each (visit, detector) is written to a compressed npz file as it arrives, then the files are
+    streamed into the store, so memory holds one detector's candidates at a time.
+
+    Parameters
+    ----------
+    survey : `lsst.meas.realbogus.simulation.SurveyConfig`
+        Survey parameters.
+    visits, detectors : sequence of `int`
+        Visits and detectors to simulate.
+    seed : `int`
+        Simulation seed.
+    directory : `pathlib.Path`
+        Work directory (``npz/`` and ``store/`` are made in it).
+    cutout_size : `int`
+        Stamp size.
+    processes : `int`, optional
+        Simulation worker processes.
+
+    Returns
+    -------
+    store : `lsst.meas.realbogus.stamp_dataset.StampStore`
+        The store (alert channel order), opened read-only.
+    """
+    from ..training_set import simulate_candidate_sets
+    from .train_stamps import convert_npz_to_store
+
+    npz_dir = directory / "npz"
+    npz_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    n_total = n_real = 0
+    for cands in simulate_candidate_sets(
+        survey,
+        visits,
+        detectors,
+        seed,
+        cutout_size=cutout_size,
+        match_radius_arcsec=DEFAULT_MATCH_RADIUS_ARCSEC,
+        processes=processes,
+    ):
+        if len(cands) == 0:
+            continue
+        path = npz_dir / f"{len(paths):06d}.npz"
+        cands.to_npz(path)
+        paths.append(str(path))
+        n_total += len(cands)
+        n_real += int(cands.labels.sum())
+    if not paths:
+        raise RuntimeError(f"The simulation of {len(visits)} visits produced no candidates.")
+    _LOG.info("Simulated %d candidates (%d real) in %d (visit, detector) pairs.", n_total, n_real, len(paths))
+    store = convert_npz_to_store(paths, directory / "store")
+    shutil.rmtree(npz_dir)
+    return store
+
+
+def _train_butler_free(args: argparse.Namespace, survey: Any, work: Path) -> tuple[Any, Any, float]:
+    from ..stamp_dataset import IndexedStampSource
+    from ..training import split_by_group, train_classifier
+
+    store = simulate_to_store(
+        survey,
+        list(range(args.visits)),
+        list(range(args.detectors)),
+        args.seed,
+        work / "train",
+        cutout_size=args.cutout_size,
+        processes=args.processes,
+    )
+    train_idx, val_idx, _ = split_by_group(store.groups, DEFAULT_SPLIT, seed=args.seed)
+    _LOG.info("Training on %d candidates, validating on %d (split by visit).", len(train_idx), len(val_idx))
+    t0 = time.monotonic()
+    result = train_classifier(
+        IndexedStampSource(store, train_idx),
+        IndexedStampSource(store, val_idx),
+        training_config(args),
+        checkpoint_dir=args.checkpoint_dir,
+    )
+    return result.module, result.metadata, time.monotonic() - t0
+
+
+def _train_in_butler(args: argparse.Namespace, survey: Any) -> tuple[Any, Any, float]:
+    from lsst.daf.butler import Butler
+
+    from ..butler import repo
+    from .demo import run_pipetask
+
+    butler = repo.create_sim_repo(args.butler, n_detectors=args.detectors, clobber=args.clobber)
+    repo.ingest_simulated_visits(
+        butler, survey, list(range(args.visits)), list(range(args.detectors)), args.seed
+    )
+    del butler
+    settings: dict[str, Any] = {
+        "architecture": args.architecture,
+        "architecture_kwargs": args.architecture_kwargs,
+        "cutout_size": args.cutout_size,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "patience": args.patience,
+        "seed": args.seed,
+        "target_purity": DEFAULT_TARGET_PURITY,
+        "num_threads": args.num_threads,
+        "device": args.device,
+        "version": args.model_version,
+        "match_radius_arcsec": DEFAULT_MATCH_RADIUS_ARCSEC,
+        "split_fractions": "[" + ",".join(str(f) for f in _BUTLER_SPLIT) + "]",
+    }
+    if args.checkpoint_dir:
+        settings["checkpoint_dir"] = args.checkpoint_dir
+    if args.work_dir:
+        settings["stamp_store_dir"] = args.work_dir
+    # pipetask evaluates override values as Python literals: quote the strings.
+    extra = [
+        arg
+        for key, value in settings.items()
+        for arg in (
+            "-c",
+            f"trainRealBogus:{key}={value!r}"
+            if isinstance(value, str) and key != "split_fractions"
+            else f"trainRealBogus:{key}={value}",
+        )
+    ]
+    pipeline = "resource://lsst.meas.realbogus/pipelines/TrainRealBogus.yaml"
+    run_pipetask(args.butler, pipeline, args.collection, processes=args.processes, extra=extra)
+    butler = Butler.from_config(args.butler, collections=[args.collection])
+    package = butler.get("realbogus_model")
+    train_seconds = float(butler.get("realbogus_train_metrics")["training_seconds"])
+    return package.state_dict, package.metadata, train_seconds
+
+
+def evaluate_heldout(
+    model_path: str | Path,
+    store: Any,
+    *,
+    target_purity: float = DEFAULT_TARGET_PURITY,
+    min_snr: float = DEFAULT_MIN_SNR,
+    batch_size: int = 4096,
+) -> dict[str, Any]:
+    """Score held-out candidates with a model package (the inference code path) and summarise.
+
+    Parameters
+    ----------
+    model_path : `str` or `pathlib.Path`
+        Model package file.
+    store : `lsst.meas.realbogus.stamp_dataset.StampStore`
+        Held-out candidates (alert channel order; ``snr`` is the truth SNR of real candidates).
+    target_purity : `float`, optional
+        Purity defining the operating threshold on the held-out set.
+    min_snr : `float`, optional
+        Truth SNR limit of the headline completeness.
+    batch_size : `int`, optional
+        Stamps read and scored at a time.
+
+    Returns
+    -------
+    metrics : `dict`
+        ``n``, ``n_real``, ``n_unscorable``, ``auc``, ``ece``, the model threshold with its
+        held-out purity and completeness (all and SNR >= ``min_snr``), the held-out threshold for
+        ``target_purity`` with its completeness (all and SNR >= ``min_snr``), and the full
+        `~lsst.meas.realbogus.metrics.summarize` output under ``summary``.
+    """
+    from .. import metrics
+    from ..scoring import load_model
+
+    model = load_model(model_path)
+    n = len(store)
+    scores = np.empty(n, dtype=np.float64)
+    for start in range(0, n, batch_size):
+        rows = np.arange(start, min(n, start + batch_size))
+        scores[rows] = model.score_stamps(store.read(rows), channels=store.channels)
+    labels = np.asarray(store.labels).astype(np.int64)
+    snr = np.asarray(store.snr, dtype=np.float64)
+    types = np.asarray(store.types).astype(str)
+    ok = np.isfinite(scores)
+    scores, labels, snr, types = scores[ok], labels[ok], snr[ok], types[ok]
+    threshold = float(model.metadata.threshold)
+    bright = (labels == 1) & (snr >= min_snr)
+
+    def completeness(mask: np.ndarray, thr: float) -> float:
+        return float((scores[mask] >= thr).mean()) if mask.any() else float("nan")
+
+    selected = scores >= threshold
+    choice = metrics.threshold_for_purity(scores, labels, target_purity)
+    summary = metrics.summarize(
+        scores, labels, snr=np.nan_to_num(snr), types=types, threshold=threshold, target_purity=target_purity
+    )
+    return metrics.to_jsonable(
+        {
+            "n": int(labels.size),
+            "n_real": int(labels.sum()),
+            "n_unscorable": int((~ok).sum()),
+            "auc": summary["auc"],
+            "ece": summary.get("ece"),
+            "model_threshold": threshold,
+            "purity_at_model_threshold": float(labels[selected].mean()) if selected.any() else float("nan"),
+            "completeness_at_model_threshold": completeness(labels == 1, threshold),
+            f"completeness_snr_ge_{min_snr:g}_at_model_threshold": completeness(bright, threshold),
+            "heldout_threshold_for_purity": choice.threshold,
+            "heldout_purity_reached": choice.reached,
+            "target_purity": target_purity,
+            f"completeness_snr_ge_{min_snr:g}_at_purity": completeness(bright, choice.threshold),
+            "completeness_at_purity": choice.completeness,
+            "min_snr": min_snr,
+            "summary": summary,
+        }
+    )
+
+
+def format_metrics_table(result: dict[str, Any]) -> str:
+    """Format the headline held-out metrics as a text table.
+
+    Parameters
+    ----------
+    result : `dict`
+        Output of `evaluate_heldout`, plus ``mode``, ``training_seconds`` (the training loop) and
+        ``simulation_and_training_seconds`` (everything before the held-out evaluation).
+
+    Returns
+    -------
+    table : `str`
+        The table.
+    """
+    snr = f"{result['min_snr']:g}"
+    purity = result["target_purity"]
+
+    def fmt(value: Any) -> str:
+        return "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+
+    rows = [
+        ("mode", result.get("mode", "")),
+        ("held-out candidates (real)", f"{result['n']} ({result['n_real']})"),
+        ("AUC", fmt(result["auc"])),
+        (
+            f"completeness SNR>={snr} at purity {purity:g} (held-out threshold "
+            f"{fmt(result['heldout_threshold_for_purity'])}"
+            f"{'' if result['heldout_purity_reached'] else ', purity not reached'})",
+            fmt(result[f"completeness_snr_ge_{snr}_at_purity"]),
+        ),
+        (
+            f"completeness SNR>={snr} at the model threshold {fmt(result['model_threshold'])}",
+            fmt(result[f"completeness_snr_ge_{snr}_at_model_threshold"]),
+        ),
+        ("purity at the model threshold", fmt(result["purity_at_model_threshold"])),
+        ("ECE", fmt(result["ece"])),
+        ("training time (s)", f"{result.get('training_seconds', float('nan')):.1f}"),
+        (
+            "simulation + training time (s)",
+            f"{result.get('simulation_and_training_seconds', float('nan')):.1f}",
+        ),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name:<{width}}  {value}" for name, value in rows]
+    rule = "-" * max(len(line) for line in lines)
+    return "\n".join([rule, *lines, rule])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Parameters
+    ----------
+    argv : sequence of `str`, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    status : `int`
+        0 on success.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s"
+    )
+    from ..model_package import save_model_package
+    from ..simulation import small_test_config
+
+    survey = small_test_config(args.size)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if args.work_dir:
+        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="realbogus_default_", dir=args.work_dir) as tmp:
+        work = Path(tmp)
+        t0 = time.monotonic()
+        if args.butler:
+            weights, metadata, training_seconds = _train_in_butler(args, survey)
+        else:
+            weights, metadata, training_seconds = _train_butler_free(args, survey, work)
+        total_seconds = time.monotonic() - t0
+        save_model_package(output, weights, metadata)
+        _LOG.info("Wrote %s (version %s) after %.1f s.", output, metadata.version, total_seconds)
+        heldout_visits = [HELDOUT_VISIT_OFFSET + i for i in range(args.heldout_visits)]
+        heldout = simulate_to_store(
+            survey,
+            heldout_visits,
+            list(range(args.detectors)),
+            args.heldout_seed,
+            work / "heldout",
+            cutout_size=args.cutout_size,
+            processes=args.processes,
+        )
+        result = evaluate_heldout(output, heldout)
+        del heldout
+    result.update(
+        {
+            "mode": "butler" if args.butler else "butler-free",
+            "training_seconds": training_seconds,
+            "simulation_and_training_seconds": total_seconds,
+            "model": str(output),
+            "model_version": metadata.version,
+            "settings": {k: v for k, v in vars(args).items() if k not in ("log_level",)},
+            "heldout_visits": heldout_visits,
+            "heldout_seed": args.heldout_seed,
+        }
+    )
+    metrics_path = Path(args.metrics) if args.metrics else output.with_suffix(".json")
+    metrics_path.write_text(json.dumps(result, indent=1, allow_nan=False))
+    print(format_metrics_table(result))
+    print(f"model: {output}  metrics: {metrics_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
