@@ -88,6 +88,7 @@ def test_pipeline_graph():
         assert getattr(connections, name).multiple and getattr(connections, name).deferLoad
 
 
+@pytest.mark.slow
 def test_pipetask_registers_model_metrics_and_plots(trained_repo):
     """Running pipetask registers a model found by collection, test-visit metrics and PNG plots."""
     butler = Butler.from_config(trained_repo, collections=[TRAIN_OUTPUT])
@@ -124,6 +125,7 @@ def test_pipetask_registers_model_metrics_and_plots(trained_repo):
     assert any(m.startswith("Epoch 1:") for m in messages)
 
 
+@pytest.mark.slow
 def test_rb_transinet_uses_registered_model(trained_repo, tmp_path):
     """Inference run with -i <training output> scores with the newly registered model."""
     pipeline = tmp_path / "score.yaml"
@@ -151,6 +153,7 @@ def test_rb_transinet_uses_registered_model(trained_repo, tmp_path):
             assert np.all((scores["score"] >= 0) & (scores["score"] <= 1))
 
 
+@pytest.mark.slow
 def test_run_quantum_pairs_inputs_by_data_id(trained_repo):
     """The runQuantum method pairs the five inputs by data ID and drops incomplete pairs."""
     # testUtils finds every input in the Butler's run: copy the inputs into one.
@@ -201,6 +204,7 @@ def _interrupted_then_resumed(butler: Butler, config: RealBogusTrainConfig, stop
     return RealBogusTrainTask(config=config).run(**handles)
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_matches_uninterrupted(trained_repo, tmp_path):
     """Training stopped after one epoch and resumed equals an uninterrupted run bit for bit."""
     butler = Butler.from_config(trained_repo, collections=[TRAIN_OUTPUT])
@@ -224,6 +228,7 @@ def test_resume_after_interruption_matches_uninterrupted(trained_repo, tmp_path)
     assert full.train_metrics["summary"]["auc"] == resumed.train_metrics["summary"]["auc"]
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_reported(trained_repo):
     """Mismatched, empty and too few inputs and bad configs raise clear errors."""
     butler = Butler.from_config(trained_repo, collections=[TRAIN_OUTPUT])
