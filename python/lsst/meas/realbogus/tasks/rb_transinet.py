@@ -303,6 +303,16 @@ def _column_names(catalog: Any) -> list[str]:
     raise TypeError(f"Do not know how to read columns of a {type(catalog).__name__}")
 
 
+def _has_column(catalog: Any, name: str) -> bool:
+    if hasattr(catalog, "schema") and hasattr(catalog.schema, "find"):  # afw: resolves slot aliases
+        try:
+            catalog.schema.find(name)
+        except KeyError:
+            return False
+        return True
+    return name in _column_names(catalog)
+
+
 def _column(catalog: Any, name: str) -> np.ndarray:
     if hasattr(catalog, "column_names"):  # pyarrow
         return np.asarray(catalog.column(name).to_numpy())
@@ -545,12 +555,11 @@ class RBTransiNetTask(PipelineTask):
             model = RealBogusModel.from_package(model, self.config.device)
         self._check_model(model)
 
-        names = _column_names(diaSources)
         missing = [c for c in (self.config.idColumn, self.config.xColumn, self.config.yColumn)
-                   if c not in names]
+                   if not _has_column(diaSources, c)]
         if missing:
-            raise ValueError(f"diaSource catalogue lacks columns {missing} (has {names}); "
-                             "set idColumn/xColumn/yColumn")
+            raise ValueError(f"diaSource catalogue lacks columns {missing} "
+                             f"(has {_column_names(diaSources)}); set idColumn/xColumn/yColumn")
         ids = _as_int64_ids(_column(diaSources, self.config.idColumn), self.config.idColumn)
         unique, counts = np.unique(ids, return_counts=True)
         if (counts > 1).any():
