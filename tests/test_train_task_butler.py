@@ -158,11 +158,13 @@ def test_run_quantum_pairs_inputs_by_data_id(trained_repo):
     """The runQuantum method pairs the five inputs by data ID and drops incomplete pairs."""
     # testUtils finds every input in the Butler's run: copy the inputs into one.
     butler = Butler.from_config(trained_repo, collections=[TRAIN_OUTPUT], run="test/quantum", writeable=True)
+    visits = VISITS[:3]
     for name in INPUT_NAMES.values():
         for ref in butler.query_datasets(name, explain=False):
-            butler.put(butler.get(ref), ref.datasetType, ref.dataId)
+            if ref.dataId["visit"] in visits:
+                butler.put(butler.get(ref), ref.datasetType, ref.dataId)
     task = RealBogusTrainTask(config=_small_config())
-    data_ids = [{"instrument": "SimCam", "visit": v, "detector": 0} for v in VISITS]
+    data_ids = [{"instrument": "SimCam", "visit": v, "detector": 0} for v in visits]
     io = {name: data_ids for name in INPUT_NAMES}
     io.update({"model": {}, "train_metrics": {}, **{f"plot_{n}": {} for n in PLOT_NAMES}})
     # Drop one truth table: that (visit, detector) must be left out of every input list.
@@ -173,7 +175,7 @@ def test_run_quantum_pairs_inputs_by_data_id(trained_repo):
     kwargs = run.call_args.kwargs
     assert set(kwargs) == set(INPUT_NAMES)
     for name in INPUT_NAMES:
-        assert [h.dataId["visit"] for h in kwargs[name]] == VISITS[1:], name
+        assert [h.dataId["visit"] for h in kwargs[name]] == visits[1:], name
 
 
 def test_no_plots_config_removes_plot_outputs():
