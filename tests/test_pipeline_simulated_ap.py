@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lsst.daf.butler import Butler
+from astropy.table import Table
+from lsst.daf.butler import Butler, CollectionType
 from lsst.meas.realbogus.butler import repo
 from lsst.meas.realbogus.cli import demo, make_sim_repo
 from lsst.meas.realbogus.simulation import small_test_config
@@ -21,7 +22,8 @@ OUTPUTS = ("difference_image", "dia_source_unstandardized", "dia_source_truth_ma
 def sim_repo(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("pipeline_repo")
     butler = repo.create_sim_repo(root, n_detectors=1)
-    repo.ingest_simulated_visits(butler, small_test_config(160), [4], [0], seed=2)
+    # seed 4: two simulated transients, both detected (the reliability summary needs both classes).
+    repo.ingest_simulated_visits(butler, small_test_config(160), [4], [0], seed=4)
     return str(root)
 
 
@@ -69,6 +71,29 @@ def test_pipetask_run_serial_and_parallel(sim_repo):
     assert summary["n_dia_sources"] == summary["n_positive"] + summary["n_negative"] > 0
     assert 0 <= summary["n_transients_detected"] <= summary["n_transients"]
     assert summary["n_real"] <= summary["n_dia_sources"]
+    assert "reliability" not in summary
+
+    # With a (fake) reliability catalogue in the output chain the summary scores it.
+    writer = Butler.from_config(sim_repo, writeable=True)
+    repo.register_dataset_types(writer, ["dia_source_reliability"])
+    writer.registry.registerRun("test/fake_rb")
+    matches = writer.get(
+        "dia_source_truth_match", visit=4, detector=0, instrument="SimCam", collections="test/serial"
+    )
+    real = np.asarray(matches["is_real"])
+    assert real.any() and (~real).any(), "the tiny simulation should give real and bogus diaSources"
+    fake = Table(
+        {"id": matches["id"], "score": np.where(real, 0.9, 0.2), "threshold": np.full(len(real), 0.5)}
+    )
+    writer.put(fake, "dia_source_reliability", visit=4, detector=0, instrument="SimCam", run="test/fake_rb")
+    writer.registry.registerCollection("test/fake_chain", CollectionType.CHAINED)
+    writer.registry.setCollectionChain("test/fake_chain", ["test/fake_rb", "test/serial"])
+    reliability = demo.summarize_outputs(sim_repo, "test/fake_chain")["reliability"]
+    assert reliability["real_median"] == pytest.approx(0.9) and reliability["bogus_median"] == pytest.approx(
+        0.2
+    )
+    assert reliability["completeness"] == 1.0 and reliability["purity"] == 1.0
+    assert reliability["roc_auc"] == 1.0
 
 
 @pytest.mark.slow

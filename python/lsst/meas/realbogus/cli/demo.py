@@ -173,7 +173,7 @@ def summarize_outputs(repo: str, output: str) -> dict[str, Any]:
     """
     from lsst.daf.butler import Butler
 
-    from ..metrics import completeness_vs_snr
+    from ..metrics import completeness_vs_snr, roc_auc
 
     butler = Butler.from_config(repo, collections=[output])
     refs = butler.query_datasets("dia_source_unstandardized", collections=output, explain=False, limit=None)
@@ -185,6 +185,7 @@ def summarize_outputs(repo: str, output: str) -> dict[str, Any]:
     n_sources = n_negative = n_real = 0
     truth_snr, truth_found = [], []
     real_scores, bogus_scores = [], []
+    thresholds: set[float] = set()
     for ref in refs:
         data_id = ref.dataId
         visits.add(int(data_id["visit"]))
@@ -202,7 +203,10 @@ def summarize_outputs(repo: str, output: str) -> dict[str, Any]:
             found = np.isin(np.asarray(truth["id"]), np.asarray(matches["truth_id"])[real])
             if has_reliability:
                 scored = butler.get("dia_source_reliability", data_id)
-                score_by_id = dict(zip(np.asarray(scored["id"]).tolist(), np.asarray(scored["reliability"])))
+                # RBTransiNetTask writes id, score (reliability), threshold, ... per diaSource.
+                score_by_id = dict(zip(np.asarray(scored["id"]).tolist(), np.asarray(scored["score"])))
+                if len(scored) and "threshold" in scored.colnames:
+                    thresholds.add(float(scored["threshold"][0]))
                 score = np.array([score_by_id.get(i, np.nan) for i in np.asarray(matches["id"]).tolist()])
                 real_scores.extend(score[real])
                 bogus_scores.extend(score[~real])
@@ -229,10 +233,28 @@ def summarize_outputs(repo: str, output: str) -> dict[str, Any]:
             bins=SNR_BINS,
         )
     if has_reliability:
-        summary["reliability"] = {
-            "real_median": float(np.nanmedian(real_scores)) if real_scores else float("nan"),
-            "bogus_median": float(np.nanmedian(bogus_scores)) if bogus_scores else float("nan"),
+        real_arr = np.asarray(real_scores, dtype=np.float64)
+        bogus_arr = np.asarray(bogus_scores, dtype=np.float64)
+        reliability: dict[str, Any] = {
+            "real_median": float(np.nanmedian(real_arr)) if np.isfinite(real_arr).any() else float("nan"),
+            "bogus_median": float(np.nanmedian(bogus_arr)) if np.isfinite(bogus_arr).any() else float("nan"),
+            "n_unscored": int(
+                np.count_nonzero(~np.isfinite(real_arr)) + np.count_nonzero(~np.isfinite(bogus_arr))
+            ),
         }
+        if len(thresholds) == 1:
+            threshold = thresholds.pop()
+            n_real_kept = int(np.count_nonzero(real_arr >= threshold))
+            n_kept = n_real_kept + int(np.count_nonzero(bogus_arr >= threshold))
+            reliability["threshold"] = threshold
+            reliability["completeness"] = n_real_kept / len(real_arr) if len(real_arr) else float("nan")
+            reliability["purity"] = n_real_kept / n_kept if n_kept else float("nan")
+        scores = np.concatenate([real_arr, bogus_arr])
+        labels = np.concatenate([np.ones(len(real_arr), int), np.zeros(len(bogus_arr), int)])
+        finite = np.isfinite(scores)
+        if len(np.unique(labels[finite])) == 2:
+            reliability["roc_auc"] = roc_auc(scores[finite], labels[finite])
+        summary["reliability"] = reliability
     return summary
 
 
@@ -276,8 +298,15 @@ def print_summary(summary: dict[str, Any], timings: dict[str, float]) -> None:
         print()
         print(
             f"median reliability    : real {reliability['real_median']:.3f}, "
-            f"bogus {reliability['bogus_median']:.3f}"
+            f"bogus {reliability['bogus_median']:.3f} ({reliability['n_unscored']} unscorable)"
         )
+        if "roc_auc" in reliability:
+            print(f"ROC AUC               : {reliability['roc_auc']:.4f}")
+        if "threshold" in reliability:
+            print(
+                f"at threshold {reliability['threshold']:.3f}    : completeness "
+                f"{reliability['completeness']:.1%}, purity {reliability['purity']:.1%}"
+            )
     print()
     print("timings               : " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
 
