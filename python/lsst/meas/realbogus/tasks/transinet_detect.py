@@ -1,0 +1,466 @@
+"""PipelineTask: localise transients directly from (template, science) with TransiNet.
+
+`TransiNetDetectTask` is a thin Butler layer over `lsst.meas.realbogus.transinet.model.TransiNetModel`:
+it reads the science image and the template warped to its pixel grid, computes the per-pixel
+transient score image (no image differencing), finds its peaks and writes
+
+``transinet_score_image`` (``ImageV2``)
+    The score in [0, 1] on the science pixel grid (0 on unusable pixels), with the science
+    image's bounding box and sky projection.
+``dia_source_transinet`` (``ArrowAstropy`` by default)
+    One row per localised transient: ``id`` (unique int64, `lsst.meas.realbogus.ids`),
+    ``visit``, ``detector``, ``x``, ``y``, ``ra``, ``dec``, ``peak_score``, ``flux``,
+    ``flux_err``, ``snr``, ``flag_edge``, ``flag_nan``, ``version``.
+
+The model comes from one of three places (``config.modelSource``):
+
+``butler``
+    A ``transinet_model`` dataset (storage class ``RealBogusModelPackage``, no dimensions),
+    found as a prerequisite input, e.g. after
+    ``realbogus-ingest-model REPO model.safetensors --dataset-type transinet_model``.
+``package``
+    The default TransiNet shipped in the Python package (``data/transinet_default.safetensors``).
+``file``
+    A TransiNet model package named by ``config.modelPath``.
+
+Models are cached at module level (keyed by dataset UUID or file SHA-256), so a process that
+runs many quanta builds the network once.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TRANSINET_OUTPUT_STORAGE_CLASSES",
+    "TransiNetDetectConfig",
+    "TransiNetDetectConnections",
+    "TransiNetDetectTask",
+    "clear_transinet_model_cache",
+    "make_transinet_catalog",
+]
+
+import dataclasses
+import hashlib
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+from lsst.pex.config import ChoiceField, Field
+from lsst.pipe.base import (
+    InputQuantizedConnection,
+    OutputQuantizedConnection,
+    PipelineTask,
+    PipelineTaskConfig,
+    PipelineTaskConnections,
+    QuantumContext,
+    Struct,
+)
+from lsst.pipe.base import connectionTypes as cT
+from lsst.utils.timer import timeMethod
+
+TRANSINET_OUTPUT_STORAGE_CLASSES: dict[str, str] = {
+    "ArrowAstropy": "astropy Table in Parquet (default).",
+    "ArrowTable": "pyarrow Table in Parquet.",
+    "DataFrame": "pandas DataFrame in Parquet.",
+    "ArrowNumpy": "numpy structured array in Parquet.",
+}
+"""Allowed storage classes of the output catalogue."""
+
+_CATALOG_COLUMNS: dict[str, tuple[type | str, str]] = {
+    "id": (np.int64, "Unique source id (lsst.meas.realbogus.ids.make_source_ids)"),
+    "visit": (np.int64, "Visit id"),
+    "detector": (np.int64, "Detector id"),
+    "x": (np.float64, "Peak x position, 0-based pixels on the science grid"),
+    "y": (np.float64, "Peak y position, 0-based pixels on the science grid"),
+    "ra": (np.float64, "Right ascension in degrees (NaN without a WCS)"),
+    "dec": (np.float64, "Declination in degrees (NaN without a WCS)"),
+    "peak_score": (np.float32, "TransiNet score at the peak, in [0, 1]"),
+    "flux": (np.float64, "Flux estimate science - matched template in nJy (Gaussian PSF matching)"),
+    "flux_err": (np.float64, "Error of the flux estimate in nJy"),
+    "snr": (np.float64, "flux / flux_err"),
+    "flag_edge": (bool, "Peak within a few pixels of the detector edge or on EDGE pixels"),
+    "flag_nan": (bool, "NaN / NO_DATA pixels near the peak"),
+}
+"""Output columns: dtype and description."""
+
+
+class TransiNetDetectConnections(PipelineTaskConnections, dimensions=("instrument", "visit", "detector")):
+    """Connections of `TransiNetDetectTask`.
+
+    The model prerequisite is removed unless ``config.modelSource == "butler"``, the score image
+    unless ``config.writeScoreImage``; the catalogue storage class follows the config.
+    """
+
+    science = cT.Input(
+        doc="Science image (calibrated visit image).",
+        name="preliminary_visit_image",
+        storageClass="VisitImage",
+        dimensions=("instrument", "visit", "detector"),
+    )
+    template = cT.Input(
+        doc="Template warped to the science image's pixel grid (not PSF-matched).",
+        name="template_detector",
+        storageClass="VisitImage",
+        dimensions=("instrument", "visit", "detector"),
+    )
+    transinetModel = cT.PrerequisiteInput(
+        doc="Trained TransiNet model package, found in the input collections.",
+        name="transinet_model",
+        storageClass="RealBogusModelPackage",
+        dimensions=(),
+        deferLoad=True,
+    )
+    scoreImage = cT.Output(
+        doc="Per-pixel TransiNet transient score in [0, 1] on the science grid (0 on unusable pixels).",
+        name="transinet_score_image",
+        storageClass="ImageV2",
+        dimensions=("instrument", "visit", "detector"),
+    )
+    diaSources = cT.Output(
+        doc="Transients localised as score peaks: id, visit, detector, x, y, ra, dec, peak_score, "
+        "flux, flux_err, snr, flag_edge, flag_nan.",
+        name="dia_source_transinet",
+        storageClass="ArrowAstropy",
+        dimensions=("instrument", "visit", "detector"),
+    )
+
+    def __init__(self, *, config: TransiNetDetectConfig | None = None) -> None:
+        super().__init__(config=config)
+        if config is None:
+            return
+        if config.modelSource != "butler":
+            del self.transinetModel
+        if not config.writeScoreImage:
+            del self.scoreImage
+        if config.outputStorageClass != self.diaSources.storageClass:
+            self.diaSources = dataclasses.replace(self.diaSources, storageClass=config.outputStorageClass)
+
+
+class TransiNetDetectConfig(PipelineTaskConfig, pipelineConnections=TransiNetDetectConnections):
+    """Configuration of `TransiNetDetectTask`."""
+
+    modelSource = ChoiceField[str](
+        doc="Where the TransiNet model package comes from.",
+        default="package",
+        allowed={
+            "butler": "The 'transinetModel' prerequisite input (dataset type transinet_model).",
+            "package": "The default TransiNet shipped in lsst.meas.realbogus "
+            "(data/transinet_default.safetensors).",
+            "file": "The model package file named by modelPath.",
+        },
+    )
+    modelPath = Field[str](
+        doc="TransiNet model package file used when modelSource is 'file'.",
+        default=None,
+        optional=True,
+    )
+    threshold = Field[float](
+        doc="Minimum peak score of a detection; None uses the model's recommended threshold.",
+        default=None,
+        optional=True,
+        check=lambda t: 0.0 <= t <= 1.0,
+    )
+    minSeparation = Field[float](
+        doc="Minimum distance between two detections, in pixels.",
+        default=3.0,
+        check=lambda d: d >= 0.0,
+    )
+    tileSize = Field[int](
+        doc="Maximum tile side (pixels) for whole-detector inference; bounds memory, results "
+        "do not depend on it.",
+        default=1024,
+        check=lambda n: n >= 64,
+    )
+    numThreads = Field[int](
+        doc="torch intra-op threads; 0 leaves torch's default (OMP_NUM_THREADS or all cores).",
+        default=0,
+        check=lambda n: n >= 0,
+    )
+    measureFlux = Field[bool](
+        doc="Estimate each detection's flux (science minus Gaussian-matched template); otherwise "
+        "flux, flux_err and snr are NaN.",
+        default=True,
+    )
+    writeScoreImage = Field[bool](
+        doc="Write the score image (transinet_score_image).",
+        default=True,
+    )
+    outputStorageClass = ChoiceField[str](
+        doc="Storage class of the output catalogue.",
+        default="ArrowAstropy",
+        allowed=TRANSINET_OUTPUT_STORAGE_CLASSES,
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.modelSource == "file" and not self.modelPath:
+            raise ValueError("TransiNetDetectConfig: modelSource='file' needs modelPath (a model package file)")
+        if self.modelSource != "file" and self.modelPath:
+            raise ValueError(
+                f"TransiNetDetectConfig: modelPath={self.modelPath!r} is only used with modelSource='file' "
+                f"(modelSource is {self.modelSource!r}); unset one of them"
+            )
+
+
+# -- model cache ------------------------------------------------------------------------------
+
+_MODEL_CACHE: dict[str, Any] = {}
+_MODEL_CACHE_LOCK = threading.Lock()
+
+
+def clear_transinet_model_cache() -> None:
+    """Forget the TransiNet models cached by `TransiNetDetectTask`."""
+    with _MODEL_CACHE_LOCK:
+        _MODEL_CACHE.clear()
+
+
+def _model_from_bytes(data: bytes, key: str) -> tuple[Any, bool]:
+    from ..model_package import read_model_package
+    from ..transinet.model import TransiNetModel
+
+    with _MODEL_CACHE_LOCK:
+        model = _MODEL_CACHE.get(key)
+        if model is not None:
+            return model, True
+        model = TransiNetModel.from_package(read_model_package(data))
+        _MODEL_CACHE[key] = model
+    return model, False
+
+
+def _model_from_handle(handle: Any) -> tuple[Any, bool]:
+    """Return the model of a deferred ``transinetModel`` handle, cached by dataset id."""
+    from ..transinet.model import TransiNetModel
+
+    key = f"dataset:{handle.ref.id}"
+    with _MODEL_CACHE_LOCK:
+        model = _MODEL_CACHE.get(key)
+        if model is not None:
+            return model, True
+        model = TransiNetModel.from_package(handle.get())
+        _MODEL_CACHE[key] = model
+    return model, False
+
+
+def _model_from_file(path: str | None) -> tuple[Any, bool]:
+    """Return the model in ``path`` (None: the packaged default), cached by content hash."""
+    if path is None:
+        from importlib.resources import files
+
+        from ..transinet.model import DEFAULT_MODEL_COMMAND, DEFAULT_MODEL_FILE
+
+        resource = files("lsst.meas.realbogus").joinpath("data", DEFAULT_MODEL_FILE)
+        if not resource.is_file():
+            raise FileNotFoundError(f"Default TransiNet model {DEFAULT_MODEL_FILE} is not installed; "
+                                    f"create it with: {DEFAULT_MODEL_COMMAND}")
+        data = resource.read_bytes()
+    else:
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"TransiNet model file {path!r} does not exist")
+        data = file.read_bytes()
+    return _model_from_bytes(data, "sha256:" + hashlib.sha256(data).hexdigest())
+
+
+# -- output -----------------------------------------------------------------------------------
+
+def make_transinet_catalog(peaks: Table, visit: int, detector: int, version: str) -> Table:
+    """Build the ``dia_source_transinet`` catalogue from `TransiNetModel.detect` peaks.
+
+    Parameters
+    ----------
+    peaks : `astropy.table.Table`
+        Output of `~lsst.meas.realbogus.transinet.model.TransiNetModel.detect`.
+    visit, detector : `int`
+        Data ID values (ids are made from them).
+    version : `str`
+        Model version, recorded in ``meta["model_version"]``.
+
+    Returns
+    -------
+    catalog : `astropy.table.Table`
+        Columns of ``_CATALOG_COLUMNS`` with fixed dtypes (also when empty), sorted by
+        decreasing ``peak_score``.
+    """
+    from ..ids import make_source_ids
+
+    n = len(peaks)
+    flux = np.asarray(peaks["flux"], dtype=np.float64) if n else np.zeros(0)
+    flux_err = np.asarray(peaks["flux_err"], dtype=np.float64) if n else np.zeros(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = np.where(flux_err > 0, flux / flux_err, np.nan)
+    values: dict[str, Any] = {
+        "id": make_source_ids(int(visit), int(detector), n),
+        "visit": np.full(n, visit),
+        "detector": np.full(n, detector),
+        "snr": snr,
+    }
+    table = Table()
+    for name, (dtype, description) in _CATALOG_COLUMNS.items():
+        column = values[name] if name in values else (peaks[name] if n else np.zeros(0))
+        table[name] = np.asarray(column, dtype=dtype)
+        table[name].description = description
+    table.meta["model_version"] = version
+    return table
+
+
+def _convert_output(table: Table, storage_class: str) -> Any:
+    if storage_class == "ArrowAstropy":
+        return table
+    if storage_class == "DataFrame":
+        return table.to_pandas()
+    if storage_class == "ArrowNumpy":
+        return table.as_array()
+    if storage_class == "ArrowTable":
+        from lsst.daf.butler.formatters.parquet import astropy_to_arrow
+
+        return astropy_to_arrow(table)
+    raise ValueError(f"Unsupported output storage class {storage_class!r}")
+
+
+class TransiNetDetectTask(PipelineTask):
+    """Localise transients on a (template, science) pair with TransiNet, without differencing.
+
+    The network sees the template and the science image (normalised together, no PSF matching)
+    and returns a per-pixel score; detections are its local maxima above ``config.threshold``
+    at least ``config.minSeparation`` pixels apart, with sub-pixel positions, sky coordinates
+    and an (approximate) flux.  NaN and ``NO_DATA`` pixels get score 0 and never make
+    detections; peaks near them are flagged ``flag_nan``.
+    """
+
+    ConfigClass = TransiNetDetectConfig
+    _DefaultName = "transiNetDetect"
+
+    config: TransiNetDetectConfig
+
+    def runQuantum(
+        self,
+        butlerQC: QuantumContext,
+        inputRefs: InputQuantizedConnection,
+        outputRefs: OutputQuantizedConnection,
+    ) -> None:
+        inputs = butlerQC.get(inputRefs)
+        handle = inputs.pop("transinetModel", None)
+        model = None
+        if handle is not None:
+            model, cached = _model_from_handle(handle)
+            self.log.info("Using TransiNet %r (dataset %s%s).", model.version, handle.ref.id,
+                          ", cached" if cached else "")
+        data_id = butlerQC.quantum.dataId
+        outputs = self.run(model=model, visit=int(data_id["visit"]), detector=int(data_id["detector"]),
+                           **inputs)
+        butlerQC.put(outputs, outputRefs)
+
+    def load_model(self) -> Any:
+        """Return the model named by the config for ``modelSource`` 'package' or 'file' (cached).
+
+        Returns
+        -------
+        model : `lsst.meas.realbogus.transinet.model.TransiNetModel`
+            The model.
+
+        Raises
+        ------
+        ValueError
+            Raised for ``modelSource == 'butler'`` (that model is a task input).
+        FileNotFoundError
+            Raised if the model file is missing.
+        """
+        if self.config.modelSource == "butler":
+            raise ValueError(
+                "TransiNetDetectTask: modelSource='butler' takes the model from the 'transinetModel' input "
+                "(dataset type transinet_model); pass model= to run() or use modelSource 'package'/'file'"
+            )
+        path = self.config.modelPath if self.config.modelSource == "file" else None
+        return _model_from_file(path)[0]
+
+    @timeMethod
+    def run(
+        self,
+        science: Any,
+        template: Any,
+        model: Any = None,
+        visit: int | None = None,
+        detector: int | None = None,
+    ) -> Struct:
+        """Score a (template, science) pair and localise its transients.
+
+        Parameters
+        ----------
+        science, template : `lsst.images.VisitImage`
+            Science image and template on the same pixel grid.
+        model : `TransiNetModel` or `ModelPackage`, optional
+            Model to use; by default the one ``config.modelSource`` names ('package' or 'file').
+        visit, detector : `int`, optional
+            Data ID values for the ids; default from the science image.
+
+        Returns
+        -------
+        result : `lsst.pipe.base.Struct`
+            ``diaSources``: catalogue (see `make_transinet_catalog`) as
+            ``config.outputStorageClass`` expects; ``scoreImage``: `lsst.images.Image` score
+            (None unless ``config.writeScoreImage``); ``model``: the model used.
+
+        Raises
+        ------
+        ValueError
+            Raised if the images are missing or not on the same grid, or the model is not a
+            TransiNet model.
+        """
+        from lsst.images import Image
+
+        from ..butler.images import exposure_to_arrays
+        from ..model_package import ModelPackage
+        from ..transinet.model import TransiNetModel
+        from ..transinet.normalization import valid_mask
+
+        if self.config.numThreads:
+            import torch
+
+            torch.set_num_threads(self.config.numThreads)
+        if model is None:
+            model = self.load_model()
+        elif isinstance(model, ModelPackage):
+            model = TransiNetModel.from_package(model)
+        if not isinstance(model, TransiNetModel):
+            raise ValueError(f"TransiNetDetectTask needs a TransiNetModel; got {type(model).__name__}")
+        if science is None or template is None:
+            raise ValueError("TransiNetDetectTask.run needs both a science and a template image")
+        if science.bbox != template.bbox:
+            raise ValueError(f"Template bbox {template.bbox} differs from the science bbox {science.bbox}; "
+                             "the template must be warped to the science grid")
+        sci = exposure_to_arrays(science)
+        tmpl = exposure_to_arrays(template)
+        visit = sci.visit if visit is None else visit
+        detector = sci.detector if detector is None else detector
+        if visit is None:
+            raise ValueError("No visit id: pass visit= or use a science image with a visit")
+        mask = sci.mask | tmpl.mask
+        model.tile_size = self.config.tileSize
+        valid = valid_mask(tmpl.image, sci.image, mask=mask, template_variance=tmpl.variance,
+                           science_variance=sci.variance)
+        if valid.any():
+            score = model.score_image(tmpl.image, sci.image, tmpl.variance, sci.variance, mask)
+        else:
+            # Nothing usable (e.g. a dead amplifier everywhere): a zero score finds nothing.
+            self.log.warning("No usable pixel in the (template, science) pair; writing an empty result.")
+            score = np.zeros(sci.image.shape, dtype=np.float32)
+        threshold = model.threshold if self.config.threshold is None else self.config.threshold
+        measure = self.config.measureFlux
+        peaks = model.detect(
+            tmpl.image, sci.image, tmpl.variance, sci.variance, mask, threshold=threshold,
+            min_separation=self.config.minSeparation, wcs=sci.wcs, score=score,
+            science_psf_sigma=sci.psf_sigma if measure else None,
+            template_psf_sigma=tmpl.psf_sigma if measure else None,
+        )
+        catalog = make_transinet_catalog(peaks, int(visit), int(detector), model.version)
+        catalog.meta["threshold"] = float(threshold)
+        self.log.info("TransiNet %r found %d transient(s) at score >= %.3f (%d flagged edge, %d near NaN).",
+                      model.version, len(catalog), threshold, int(catalog["flag_edge"].sum()),
+                      int(catalog["flag_nan"].sum()))
+        score_image = None
+        if self.config.writeScoreImage:
+            score_image = Image(score, bbox=science.bbox, sky_projection=science.sky_projection,
+                                metadata={"TN_VERSION": str(model.version), "TN_THRESHOLD": float(threshold)})
+        return Struct(diaSources=_convert_output(catalog, self.config.outputStorageClass),
+                      scoreImage=score_image, model=model)
