@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-width", type=int, default=8)
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--learning-rate", type=float, default=3e-3)
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="Learning-rate schedule over --epochs.")
     p.add_argument("--min-snr", type=float, default=3.0, help="Ignore fainter transients in the loss.")
     p.add_argument("--version", default="tn0.1")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
@@ -84,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     config = TransiNetTrainingConfig(
         base_width=args.base_width, depth=args.depth, crop_size=args.crop_size,
         crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size, max_epochs=args.epochs,
-        patience=args.patience, learning_rate=args.learning_rate, min_snr=args.min_snr, seed=args.seed,
+        patience=args.patience, learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule, min_snr=args.min_snr, seed=args.seed,
         version=args.version,
     )
     t1 = time.perf_counter()

@@ -69,6 +69,10 @@ class TransiNetTrainingConfig:
         validation loss).
     learning_rate, weight_decay : `float`
         Adam parameters.
+    lr_schedule : `str`
+        ``"constant"`` or ``"cosine"`` (learning rate decayed from
+        ``learning_rate`` to ``learning_rate / 20`` over ``max_epochs``; set from
+        the epoch index, so a resumed run is identical to an uninterrupted one).
     loss : `str`
         ``"bce"`` or ``"focal"`` (both per-pixel weighted, soft targets).  In
         our small experiments the focal loss stalled at the all-negative
@@ -99,6 +103,7 @@ class TransiNetTrainingConfig:
     patience: int = 5
     learning_rate: float = 3e-3
     weight_decay: float = 0.0
+    lr_schedule: str = "constant"
     loss: str = "bce"
     focal_gamma: float = 2.0
     positive_weight: float = 20.0
@@ -121,6 +126,8 @@ class TransiNetTrainingConfig:
             raise ValueError(f"patience must be >= 0; got {self.patience}.")
         if not 0 <= self.positive_fraction <= 1:
             raise ValueError(f"positive_fraction must be in [0, 1]; got {self.positive_fraction}.")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine'; got {self.lr_schedule!r}.")
         if self.loss not in ("focal", "bce"):
             raise ValueError(f"loss must be 'focal' or 'bce'; got {self.loss!r}.")
         if not (self.learning_rate > 0):
@@ -128,6 +135,14 @@ class TransiNetTrainingConfig:
         if not (isinstance(self.version, str) and 1 <= len(self.version) <= 7):
             raise ValueError(f"version must be a string of 1 to 7 characters; got {self.version!r}.")
         self.spec()
+
+    def learning_rate_at(self, epoch: int) -> float:
+        """Return the learning rate of ``epoch`` (0-based) under ``lr_schedule``."""
+        if self.lr_schedule == "constant" or self.max_epochs <= 1:
+            return float(self.learning_rate)
+        floor = self.learning_rate / 20.0
+        frac = min(max(epoch / (self.max_epochs - 1), 0.0), 1.0)
+        return float(floor + 0.5 * (self.learning_rate - floor) * (1.0 + np.cos(np.pi * frac)))
 
     def spec(self) -> NormalizationSpec:
         """Return the input normalisation spec."""
@@ -449,6 +464,8 @@ def train_transinet(
             break
         t0 = time.perf_counter()
         module.train()
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate_at(epoch)
         xs, ts, ws = _draw_crops(train, config, epoch)
         losses = []
         for b in range(0, len(xs), config.batch_size):
