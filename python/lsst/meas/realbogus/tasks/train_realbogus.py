@@ -675,10 +675,10 @@ class RealBogusTrainTask(PipelineTask):
             "training took %.1f s.",
             evaluated_on,
             summary["auc"],
-            summary["purity"] or math.nan,
+            math.nan if summary["purity"] is None else summary["purity"],
             summary["completeness"],
             threshold,
-            summary.get("ece") or math.nan,
+            math.nan if summary.get("ece") is None else summary["ece"],
             train_seconds,
         )
         package = ModelPackage(
