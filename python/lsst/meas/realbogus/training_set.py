@@ -1,13 +1,16 @@
 """Butler-free generation of labelled candidates from the simulated survey.
 
 ``simulate → subtract → detect → label → cut`` for one (visit, detector), with
-the same functions the PipelineTasks call, so that a training set made here is
-identical to one gathered from a Butler repo by the training task.
+the same functions and settings the PipelineTasks of ``pipelines/SimulatedAP.yaml``
+use, so that a training set made here matches one gathered from a Butler repo by
+the training task: the PSFs are the Gaussians of the stored images' noise-equivalent
+widths (the Butler holds `lsst.images` Gaussian PSFs), and differencing uses the
+broad halo basis term as that pipeline configures it.
 """
 
 from __future__ import annotations
 
-__all__ = ["simulate_candidates", "simulate_candidate_sets"]
+__all__ = ["PIPELINE_SUBTRACTION_CONFIG", "simulate_candidates", "simulate_candidate_sets"]
 
 import logging
 import time
@@ -15,14 +18,24 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 
 from .candidates import CandidateSet, make_candidates
 from .detection import DetectionConfig, detect_dia_sources
-from .diffim import SubtractionConfig, subtract_images
+from .diffim import SubtractionConfig, gaussian_kernel, subtract_images
 from .simulation import SurveyConfig, classify_negatives, simulate_visit
 
 _LOG = logging.getLogger("lsst.meas.realbogus.training_set")
+
+PIPELINE_SUBTRACTION_CONFIG = SubtractionConfig(halo_basis=True)
+"""Differencing settings of ``pipelines/SimulatedAP.yaml`` (``halo_basis: true``)."""
+
+
+def _stored_psf(sigma: float) -> np.ndarray:
+    """Kernel image of the Gaussian PSF the Butler layer stores for ``sigma``."""
+    return gaussian_kernel(sigma, max(3, int(math.ceil(5.0 * sigma))))
 
 
 @dataclass(frozen=True)
@@ -63,7 +76,7 @@ def simulate_candidates(
     match_radius_arcsec : `float`, optional
         Truth match radius in arcseconds.
     subtraction_config : `~lsst.meas.realbogus.diffim.SubtractionConfig`, optional
-        Image-differencing parameters (defaults if None).
+        Image-differencing parameters; `PIPELINE_SUBTRACTION_CONFIG` if None.
     detection_config : `~lsst.meas.realbogus.detection.DetectionConfig`, optional
         Detection parameters (defaults if None).
 
@@ -73,6 +86,7 @@ def simulate_candidates(
         Labelled candidates of this (visit, detector).
     """
     sim = simulate_visit(config, visit, detector, seed)
+    science_psf = _stored_psf(sim.science_psf_sigma)
     sub = subtract_images(
         sim.science.image,
         sim.science.variance,
@@ -80,9 +94,9 @@ def simulate_candidates(
         sim.template.image,
         sim.template.variance,
         sim.template.mask,
-        sim.science_psf,
-        sim.template_psf,
-        config=subtraction_config,
+        science_psf,
+        _stored_psf(sim.template_psf_sigma),
+        config=subtraction_config if subtraction_config is not None else PIPELINE_SUBTRACTION_CONFIG,
     )
     det = detect_dia_sources(
         sub.image, sub.variance, sub.mask, sub.psf, visit=visit, detector=detector, wcs=sim.wcs,
