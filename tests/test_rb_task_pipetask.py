@@ -15,7 +15,9 @@ from lsst.meas.realbogus.cli import ingest_model
 from test_rb_task_support import DATA_ID, make_model_file, make_sim_only_repo
 
 PIPELINES = Path(__file__).parents[1] / "pipelines"
-OUTPUTS = ("difference_image", "dia_source_unstandardized", "dia_source_reliability")
+OUTPUTS = ("difference_image", "dia_source_unstandardized", "dia_source_reliability",
+           "dia_source_high_reliability", "dia_source_low_reliability")
+BUTLER_MODEL = ("-c", "rbTransiNet:modelSource=butler")
 
 
 def _pipetask() -> str:
@@ -30,21 +32,16 @@ def setup(tmp_path_factory):
     make_sim_only_repo(root / "repo")
     model = make_model_file(root / "model.safetensors", version="p0.1", threshold=0.45)
     assert ingest_model.main([str(root / "repo"), str(model), "--name", "pipetask-test"]) == 0
-    pipeline = root / "ap_rb.yaml"
-    pipeline.write_text(
-        "description: differencing, detection and reliability\n"
-        "imports:\n"
-        f"  - location: {PIPELINES / 'SimulatedAP.yaml'}\n"
-        "    include: [subtractImages, detectDiaSources]\n"
-        f"  - location: {PIPELINES / 'RealBogus.yaml'}\n"
-    )
-    return {"repo": str(root / "repo"), "pipeline": str(pipeline), "model": model}
+    # Differencing, detection, reliability and the high/low split of the simulated AP pipeline,
+    # with the model taken from the Butler by collection.
+    pipeline = f"{PIPELINES / 'SimulatedAP.yaml'}#diffim,reliability"
+    return {"repo": str(root / "repo"), "pipeline": pipeline, "model": model}
 
 
 def _run(setup, output: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run pipetask on the fixture repo; raise with its output on failure if ``check``."""
     command = [_pipetask(), "--long-log", "run", "-b", setup["repo"], "-i", "SimCam/sim,pretrained_models",
-               "-o", output, "-p", setup["pipeline"], "--register-dataset-types", *extra]
+               "-o", output, "-p", setup["pipeline"], *BUTLER_MODEL, "--register-dataset-types", *extra]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     if check and result.returncode != 0:
         raise AssertionError(
@@ -70,6 +67,12 @@ def test_pipetask_serial_parallel_and_rerun(setup):
     np.testing.assert_array_equal(serial["id"], sources["id"])
     assert set(serial["version"]) == {"p0.1"}
     assert np.all(serial["threshold"] == np.float32(0.45))
+
+    butler = Butler.from_config(setup["repo"])
+    high = butler.get("dia_source_high_reliability", DATA_ID, collections="test/serial")
+    low = butler.get("dia_source_low_reliability", DATA_ID, collections="test/serial")
+    assert sorted([*high["id"], *low["id"]]) == sorted(sources["id"])
+    assert np.all(high["reliability"] >= np.float32(0.45))
 
     _run(setup, "test/parallel", "-j", "2")
     _, parallel = _reliability(setup["repo"], "test/parallel")
@@ -99,7 +102,7 @@ def test_missing_model_fails_graph_building_clearly(setup):
     """Check: missing model fails graph building clearly."""
     result = subprocess.run(
         [_pipetask(), "run", "-b", setup["repo"], "-i", "SimCam/sim", "-o", "test/no_model",
-         "-p", setup["pipeline"], "--register-dataset-types"],
+         "-p", setup["pipeline"], *BUTLER_MODEL, "--register-dataset-types"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode != 0
