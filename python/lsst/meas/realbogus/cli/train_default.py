@@ -66,10 +66,12 @@ from typing import Any
 import numpy as np
 
 # --- Settings of the shipped default model (edit these). ---
-DEFAULT_VISITS = 60
+DEFAULT_VISITS = 30
 """Number of simulated training visits."""
-DEFAULT_DETECTORS = 2
-"""Detectors per visit."""
+DEFAULT_DETECTORS = 6
+"""Detectors per visit.  The simulated static sky depends on (seed, detector), so this is also the
+number of distinct sky fields seen in training: with one field the model over-fits its sky
+(validation AUC 0.94 but 0.67-0.85 on other fields in a 16-visit test); prefer more detectors."""
 DEFAULT_SIZE = 1024
 """Detector width and height in pixels (the survey rates scale with the area)."""
 DEFAULT_HELDOUT_VISITS = 12
