@@ -11,6 +11,8 @@ __all__ = [
     "MatchTruthTask",
     "RBTransiNetConfig",
     "RBTransiNetTask",
+    "RealBogusTrainConfig",
+    "RealBogusTrainTask",
     "SubtractImagesConfig",
     "SubtractImagesTask",
 ]
@@ -20,3 +22,4 @@ from .filter_reliability import FilterDiaSourceReliabilityConfig, FilterDiaSourc
 from .match_truth import MatchTruthConfig, MatchTruthTask
 from .rb_transinet import RBTransiNetConfig, RBTransiNetTask
 from .subtract_images import SubtractImagesConfig, SubtractImagesTask
+from .train_realbogus import RealBogusTrainConfig, RealBogusTrainTask
