@@ -4,12 +4,26 @@
 2. Run the SimulatedAP pipeline with ``pipetask run`` as a real subprocess.
 3. Read the outputs back through the Butler and print a summary: visits, detectors,
    diaSources, how many match truth, detection completeness vs truth SNR, and (when the
-   pipeline produced ``dia_source_reliability``) the reliability of real and bogus sources.
+   pipeline produced ``dia_source_reliability``) the reliability of real and bogus sources,
+   with purity and completeness at the model's threshold by diaSource SNR.
+
+The reliability step uses the default model shipped in the package, or the model package given
+with ``--model``, which is stored in the repository (``realbogus-ingest-model``) and found by
+collection (``-i SimCam/sim,pretrained_models``).
 """
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_OUTPUT", "build_parser", "find_pipetask", "main", "run_pipetask", "summarize_outputs"]
+__all__ = [
+    "DEFAULT_OUTPUT",
+    "build_parser",
+    "find_pipetask",
+    "ingest_demo_model",
+    "main",
+    "reliability_by_snr",
+    "run_pipetask",
+    "summarize_outputs",
+]
 
 import argparse
 import logging
@@ -34,6 +48,8 @@ DEFAULT_OUTPUT = "demo/run"
 
 SIM_RUN = "SimCam/sim"
 SNR_BINS = (3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 50.0, 100.0, np.inf)
+RELIABILITY_SNR_BINS = (0.0, 5.0, 7.0, 10.0, 15.0, 20.0, 50.0, 100.0, np.inf)
+"""Bins of the diaSources' measured |SNR| for purity and completeness at the model threshold."""
 
 
 def default_pipeline() -> str:
@@ -57,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         default=DEFAULT_OUTPUT,
         help="output CHAINED collection (default %(default)s); each run adds a new RUN",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model package (.safetensors) for the reliability step: stored in the repository "
+        "(RUN models/<version>-<sha>, chain pretrained_models) and found by collection; "
+        "default: the model shipped in the package",
     )
     parser.add_argument(
         "--reuse",
@@ -145,11 +168,11 @@ def run_pipetask(
 
 def _has_datasets(butler: Any, name: str, collection: str) -> bool:
     """Return whether ``collection`` holds any dataset of type ``name``."""
-    from lsst.daf.butler import MissingDatasetTypeError
+    from lsst.daf.butler import MissingCollectionError, MissingDatasetTypeError
 
     try:
         return bool(butler.query_datasets(name, collections=collection, explain=False, limit=1))
-    except MissingDatasetTypeError:
+    except (MissingDatasetTypeError, MissingCollectionError):
         return False
 
 
@@ -185,6 +208,7 @@ def summarize_outputs(repo: str, output: str) -> dict[str, Any]:
     n_sources = n_negative = n_real = 0
     truth_snr, truth_found = [], []
     real_scores, bogus_scores = [], []
+    real_snr, bogus_snr = [], []
     thresholds: set[float] = set()
     for ref in refs:
         data_id = ref.dataId
@@ -210,6 +234,10 @@ def summarize_outputs(repo: str, output: str) -> dict[str, Any]:
                 score = np.array([score_by_id.get(i, np.nan) for i in np.asarray(matches["id"]).tolist()])
                 real_scores.extend(score[real])
                 bogus_scores.extend(score[~real])
+                snr_by_id = dict(zip(np.asarray(sources["id"]).tolist(), np.abs(np.asarray(sources["snr"]))))
+                snr = np.array([snr_by_id.get(i, np.nan) for i in np.asarray(matches["id"]).tolist()])
+                real_snr.extend(snr[real])
+                bogus_snr.extend(snr[~real])
         truth_snr.extend(np.asarray(truth["snr"], dtype=np.float64)[transient])
         truth_found.extend(found[transient])
     truth_snr_arr = np.asarray(truth_snr, dtype=np.float64)
@@ -249,6 +277,13 @@ def summarize_outputs(repo: str, output: str) -> dict[str, Any]:
             reliability["threshold"] = threshold
             reliability["completeness"] = n_real_kept / len(real_arr) if len(real_arr) else float("nan")
             reliability["purity"] = n_real_kept / n_kept if n_kept else float("nan")
+            reliability["by_snr"] = reliability_by_snr(
+                real_arr,
+                bogus_arr,
+                np.asarray(real_snr, dtype=np.float64),
+                np.asarray(bogus_snr, dtype=np.float64),
+                threshold,
+            )
         scores = np.concatenate([real_arr, bogus_arr])
         labels = np.concatenate([np.ones(len(real_arr), int), np.zeros(len(bogus_arr), int)])
         finite = np.isfinite(scores)
@@ -256,6 +291,104 @@ def summarize_outputs(repo: str, output: str) -> dict[str, Any]:
             reliability["roc_auc"] = roc_auc(scores[finite], labels[finite])
         summary["reliability"] = reliability
     return summary
+
+
+def reliability_by_snr(
+    real_scores: np.ndarray,
+    bogus_scores: np.ndarray,
+    real_snr: np.ndarray,
+    bogus_snr: np.ndarray,
+    threshold: float,
+    bins: Sequence[float] = RELIABILITY_SNR_BINS,
+) -> dict[str, list[float]]:
+    """Purity and completeness of the reliability cut in bins of diaSource SNR.
+
+    Parameters
+    ----------
+    real_scores, bogus_scores : `numpy.ndarray`
+        Reliabilities of the diaSources matched to a truth transient (real) and of the others.
+        Unscored (NaN) sources count as rejected.
+    real_snr, bogus_snr : `numpy.ndarray`
+        Measured |SNR| of the same diaSources.
+    threshold : `float`
+        Reliability cut (sources with score >= threshold are kept).
+    bins : sequence of `float`, optional
+        SNR bin edges.
+
+    Returns
+    -------
+    table : `dict` [`str`, `list`]
+        Per bin: ``bin_low``, ``bin_high``, ``n_real``, ``n_bogus``, ``n_real_kept``,
+        ``n_bogus_kept``, ``completeness`` (real kept / real) and ``purity`` (real kept / kept),
+        NaN where undefined.
+    """
+    edges = np.asarray(bins, dtype=np.float64)
+    real_kept = np.asarray(real_scores, dtype=np.float64) >= threshold
+    bogus_kept = np.asarray(bogus_scores, dtype=np.float64) >= threshold
+    table: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "bin_low",
+            "bin_high",
+            "n_real",
+            "n_bogus",
+            "n_real_kept",
+            "n_bogus_kept",
+            "completeness",
+            "purity",
+        )
+    }
+    for low, high in zip(edges[:-1], edges[1:]):
+        in_real = (real_snr >= low) & (real_snr < high)
+        in_bogus = (bogus_snr >= low) & (bogus_snr < high)
+        n_real, n_bogus = int(in_real.sum()), int(in_bogus.sum())
+        n_real_kept, n_bogus_kept = int((in_real & real_kept).sum()), int((in_bogus & bogus_kept).sum())
+        table["bin_low"].append(float(low))
+        table["bin_high"].append(float(high))
+        table["n_real"].append(n_real)
+        table["n_bogus"].append(n_bogus)
+        table["n_real_kept"].append(n_real_kept)
+        table["n_bogus_kept"].append(n_bogus_kept)
+        table["completeness"].append(n_real_kept / n_real if n_real else float("nan"))
+        kept = n_real_kept + n_bogus_kept
+        table["purity"].append(n_real_kept / kept if kept else float("nan"))
+    return table
+
+
+def ingest_demo_model(repo: str, path: str | os.PathLike[str]) -> str:
+    """Store a model package in the demo repository (once) and put it at the head of
+    ``pretrained_models``.
+
+    Parameters
+    ----------
+    repo : `str`
+        Repository root.
+    path : `str` or `os.PathLike`
+        Model package file.
+
+    Returns
+    -------
+    run : `str`
+        The model's RUN collection, ``models/<version>-<first 8 hex digits of the weights sha256>``.
+    """
+    from lsst.daf.butler import Butler, CollectionType
+
+    from ..butler.ingest_model import DEFAULT_CHAIN, MODEL_DATASET_TYPE, ingest_model_package, model_run_name
+    from ..model_package import read_model_package
+
+    package = read_model_package(path)
+    name = f"{package.metadata.version}-{package.metadata.weights_sha256[:8]}"
+    run = model_run_name(name)
+    butler = Butler.from_config(repo, writeable=True)
+    if _has_datasets(butler, MODEL_DATASET_TYPE, run):
+        butler.registry.registerCollection(DEFAULT_CHAIN, CollectionType.CHAINED)
+        members = [c for c in butler.registry.getCollectionChain(DEFAULT_CHAIN) if c != run]
+        butler.registry.setCollectionChain(DEFAULT_CHAIN, [run, *members])
+        _LOG.info("Model %r is already in %s; using it.", package.metadata.version, run)
+    else:
+        ingest_model_package(butler, package, name)
+        _LOG.info("Stored model %r from %s in %s.", package.metadata.version, path, run)
+    return run
 
 
 def print_summary(summary: dict[str, Any], timings: dict[str, float]) -> None:
@@ -307,6 +440,23 @@ def print_summary(summary: dict[str, Any], timings: dict[str, float]) -> None:
                 f"at threshold {reliability['threshold']:.3f}    : completeness "
                 f"{reliability['completeness']:.1%}, purity {reliability['purity']:.1%}"
             )
+        by_snr = reliability.get("by_snr")
+        if by_snr:
+            print()
+            print(
+                f"reliability >= {reliability['threshold']:.3f} vs diaSource |SNR| "
+                "(real: matched to a truth transient)"
+            )
+            print(f"  {'SNR bin':>14}  {'real':>5}  {'bogus':>5}  {'kept':>5}  completeness  purity")
+            for i in range(len(by_snr["bin_low"])):
+                n_real, n_bogus = by_snr["n_real"][i], by_snr["n_bogus"][i]
+                if not n_real and not n_bogus:
+                    continue
+                label = f"[{by_snr['bin_low'][i]:g}, {by_snr['bin_high'][i]:g})"
+                kept = by_snr["n_real_kept"][i] + by_snr["n_bogus_kept"][i]
+                completeness = "     -" if not n_real else f"{by_snr['completeness'][i]:6.1%}"
+                purity = "     -" if not kept else f"{by_snr['purity'][i]:6.1%}"
+                print(f"  {label:>14}  {n_real:5d}  {n_bogus:5d}  {kept:5d}  {completeness:>12}  {purity:>6}")
     print()
     print("timings               : " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
 
@@ -352,8 +502,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         make_repo_from_args(args, repo, run=SIM_RUN)
         timings["simulation"] = time.perf_counter() - start
+    inputs, extra = SIM_RUN, []
+    if args.model is not None:
+        # The model is a Butler dataset found by collection, as in production.
+        ingest_demo_model(repo, args.model)
+        inputs = f"{SIM_RUN},pretrained_models"
+        extra = ["-c", "rbTransiNet:modelSource=butler"]
+    elif args.pipeline is None:
+        from ..scoring import DEFAULT_MODEL_PATH
+
+        if not DEFAULT_MODEL_PATH.exists():
+            _LOG.warning(
+                "The default real/bogus model %s is not installed and no --model was given: running "
+                "without the reliability step.",
+                DEFAULT_MODEL_PATH,
+            )
+            pipeline = f"{pipeline}#diffim,truth"
     step = time.perf_counter()
-    run_pipetask(repo, pipeline, args.output, processes=args.processes)
+    run_pipetask(repo, pipeline, args.output, processes=args.processes, inputs=inputs, extra=extra)
     timings["pipetask"] = time.perf_counter() - step
     step = time.perf_counter()
     summary = summarize_outputs(repo, args.output)
