@@ -1,7 +1,8 @@
 """A ``pipetask run`` killed mid-way and resumed completes with no duplicate or missing outputs.
 
-The simulated Alert Production pipeline (``pipelines/SimulatedAP.yaml``) runs on a tiny simulated
-repository of four visits.  The ``pipetask`` process group is killed with SIGKILL as soon as the first
+The simulated Alert Production pipeline (``pipelines/SimulatedAP.yaml``: differencing, detection,
+reliability with a tiny model package file, the reliability split and truth matching) runs on a tiny
+simulated repository of four visits.  The ``pipetask`` process group is killed with SIGKILL as soon as the first
 quanta's outputs are in the datastore, then the run is resumed as ``pipe_base`` documents it:
 ``--extend-run`` (reuse the output RUN collection, skip quanta whose outputs all exist) with
 ``--skip-existing-in <output>`` and ``--clobber-outputs`` (remove partial outputs of the killed
@@ -20,18 +21,38 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from lsst.daf.butler import Butler
+from lsst.meas.realbogus.architectures import build_architecture
 from lsst.meas.realbogus.butler import repo
 from lsst.meas.realbogus.cli.demo import find_pipetask
+from lsst.meas.realbogus.model_package import ModelMetadata, save_model_package
 from lsst.meas.realbogus.simulation import small_test_config
 
 PIPELINE = Path(__file__).parents[1] / "pipelines" / "SimulatedAP.yaml"
-OUTPUTS = ("difference_image", "dia_source_unstandardized", "dia_source_truth_match")
+OUTPUTS = (
+    "difference_image",
+    "dia_source_unstandardized",
+    "dia_source_reliability",
+    "dia_source_high_reliability",
+    "dia_source_low_reliability",
+    "dia_source_truth_match",
+)
 VISITS = (1, 2, 3, 4)
 OUTPUT = "robust/interrupted"
 
 
-def pipetask_command(root: Path, *extra: str) -> list[str]:
+def write_tiny_model(path: Path) -> Path:
+    """A tiny random model package, so that the test does not depend on the packaged default."""
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 4, "widths": [4, 4], "hidden": 4}
+    net = build_architecture("rb3_cnn", **kwargs)
+    meta = ModelMetadata(architecture="rb3_cnn", architecture_kwargs=kwargs,
+                         channels=["science", "template", "difference"], cutout_size=21, version="kill")
+    return save_model_package(path, net, meta)
+
+
+def pipetask_command(root: Path, model: Path, *extra: str) -> list[str]:
     return [
         *find_pipetask(),
         "run",
@@ -43,6 +64,12 @@ def pipetask_command(root: Path, *extra: str) -> list[str]:
         OUTPUT,
         "-p",
         str(PIPELINE),
+        "-c",
+        "rbTransiNet:modelSource=file",
+        "-c",
+        f"rbTransiNet:modelPath={model}",
+        "-c",
+        "rbTransiNet:numThreads=1",
         "--register-dataset-types",
         "-j",
         "1",
@@ -68,11 +95,12 @@ def test_killed_pipetask_resumes_without_duplicates_or_gaps(tmp_path: Path) -> N
     root = tmp_path / "repo"
     butler = repo.create_sim_repo(root, n_detectors=1)
     repo.ingest_simulated_visits(butler, small_test_config(128), list(VISITS), [0], seed=2)
+    model = write_tiny_model(tmp_path / "tiny.safetensors")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            pipetask_command(root), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            pipetask_command(root, model), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         deadline = time.monotonic() + 240
         try:
@@ -98,7 +126,7 @@ def test_killed_pipetask_resumes_without_duplicates_or_gaps(tmp_path: Path) -> N
     assert done_before["dia_source_truth_match"] < len(VISITS)
 
     resume = subprocess.run(
-        pipetask_command(root, "--extend-run", "--skip-existing-in", OUTPUT, "--clobber-outputs"),
+        pipetask_command(root, model, "--extend-run", "--skip-existing-in", OUTPUT, "--clobber-outputs"),
         env=env,
         capture_output=True,
         text=True,
@@ -106,9 +134,10 @@ def test_killed_pipetask_resumes_without_duplicates_or_gaps(tmp_path: Path) -> N
     )
     assert resume.returncode == 0, resume.stdout[-3000:] + resume.stderr[-3000:]
     executed = [int(n) for n in re.findall(r"Executed (\d+) quanta successfully", resume.stdout + resume.stderr)]
-    assert executed and executed[-1] == 3 * len(VISITS) - done_before["difference_image"] - done_before[
-        "dia_source_unstandardized"
-    ] - done_before["dia_source_truth_match"]
+    n_done = done_before["difference_image"] + done_before["dia_source_unstandardized"] + done_before[
+        "dia_source_reliability"] + done_before["dia_source_high_reliability"] + done_before[
+        "dia_source_truth_match"]
+    assert executed and executed[-1] == 5 * len(VISITS) - n_done  # 5 tasks; the filter writes 2 outputs
 
     butler = Butler.from_config(str(root), collections=[OUTPUT])
     assert butler.collections.get_info(OUTPUT).children == chain  # same RUN, extended
@@ -128,7 +157,11 @@ def test_killed_pipetask_resumes_without_duplicates_or_gaps(tmp_path: Path) -> N
     assert 0 <= orphans <= 1, files
     assert all(files[name] >= len(VISITS) for name in OUTPUTS), files
     for visit in VISITS:
-        sources = butler.get("dia_source_unstandardized", visit=visit, detector=0, instrument="SimCam")
-        matches = butler.get("dia_source_truth_match", visit=visit, detector=0, instrument="SimCam")
-        np.testing.assert_array_equal(sources["id"], matches["id"])
+        data_id = dict(visit=visit, detector=0, instrument="SimCam")
+        sources = butler.get("dia_source_unstandardized", data_id)
         assert len(np.unique(np.asarray(sources["id"]))) == len(sources)
+        for name in ("dia_source_truth_match", "dia_source_reliability"):
+            np.testing.assert_array_equal(butler.get(name, data_id)["id"], sources["id"])
+        split = np.r_[np.asarray(butler.get("dia_source_high_reliability", data_id)["id"]),
+                      np.asarray(butler.get("dia_source_low_reliability", data_id)["id"])]
+        assert sorted(split.tolist()) == sorted(np.asarray(sources["id"]).tolist())
