@@ -8,7 +8,8 @@ reported as ROC AUC against score-based pseudo-labels and as rank correlation, n
 Per survey it prints: N scored, NaN count, the score distribution (quantiles and a 10-bin
 histogram), ROC AUC of our score against pseudo-labels from ``drb`` and from ``rb`` (> 0.9 real,
 < 0.1 bogus, the rest left out), and the Spearman rank correlation with ``rb`` (Rubin's
-``reliability`` for the LSSTCam and HSC files).
+``reliability`` for the LSSTCam and HSC files).  Because some references have no values below 0.1
+(ZTF ``rb``), the AUC with a looser cut (> 0.65 real, < 0.35 bogus) is also given.
 
 Usage::
 
@@ -41,8 +42,9 @@ REAL_CUT = 0.9
 BOGUS_CUT = 0.1
 
 
-def pseudo_label_auc(scores: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
-    """ROC AUC of ``scores`` against pseudo-labels ``reference > 0.9`` (real) / ``< 0.1`` (bogus).
+def pseudo_label_auc(scores: np.ndarray, reference: np.ndarray, real_cut: float = REAL_CUT,
+                     bogus_cut: float = BOGUS_CUT) -> dict[str, Any]:
+    """ROC AUC of ``scores`` against pseudo-labels ``reference > real_cut`` / ``< bogus_cut``.
 
     Parameters
     ----------
@@ -50,6 +52,8 @@ def pseudo_label_auc(scores: np.ndarray, reference: np.ndarray) -> dict[str, Any
         Our scores (NaN rows are left out).
     reference : `numpy.ndarray`
         The survey's score (NaN rows are left out).
+    real_cut, bogus_cut : `float`, optional
+        Pseudo-label cuts (default 0.9 and 0.1).
 
     Returns
     -------
@@ -59,8 +63,8 @@ def pseudo_label_auc(scores: np.ndarray, reference: np.ndarray) -> dict[str, Any
     from lsst.meas.realbogus.metrics import roc_auc
 
     ok = np.isfinite(scores) & np.isfinite(reference)
-    real = ok & (reference > REAL_CUT)
-    bogus = ok & (reference < BOGUS_CUT)
+    real = ok & (reference > real_cut)
+    bogus = ok & (reference < bogus_cut)
     n_real, n_bogus = int(real.sum()), int(bogus.sum())
     auc = float("nan")
     if n_real and n_bogus:
@@ -107,6 +111,8 @@ def evaluate_file(model: Any, path: Path) -> dict[str, Any]:
         ref = getattr(data, key)
         if np.isfinite(ref).any():
             report[f"auc_vs_{key}"] = pseudo_label_auc(scores, ref)
+            # ZTF's rb has no values below 0.1: also the looser cut around its documented 0.65.
+            report[f"auc_vs_{key}_loose"] = pseudo_label_auc(scores, ref, 0.65, 0.35)
             ok = finite & np.isfinite(ref)
             if ok.sum() > 2:
                 rho = spearmanr(scores[ok], ref[ok])
@@ -190,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     for report in reports:
         print(json.dumps(report))
     print()
-    print(f"{'survey':14s} {'N':>5s} {'NaN':>4s} {'median':>7s} {'AUC drb':>8s} {'AUC rb':>8s} {'rho rb':>7s}")
+    print(f"{'survey':14s} {'N':>5s} {'NaN':>4s} {'median':>7s} {'AUC drb':>8s} {'AUC rb':>8s} "
+          f"{'AUC rb*':>8s} {'rho rb':>7s}")
     for r in reports:
         def auc(key: str) -> str:
             return f"{r[key]['auc']:.3f}" if key in r and np.isfinite(r[key]["auc"]) else "-"
@@ -198,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         rho = f"{r['spearman_vs_rb']['rho']:.3f}" if "spearman_vs_rb" in r else "-"
         median = r.get("quantiles", {}).get("median", float("nan"))
         print(f"{r['survey']:14s} {r['n']:5d} {r['n_nan']:4d} {median:7.3f} {auc('auc_vs_drb'):>8s} "
-              f"{auc('auc_vs_rb'):>8s} {rho:>7s}")
+              f"{auc('auc_vs_rb'):>8s} {auc('auc_vs_rb_loose'):>8s} {rho:>7s}")
+    print("AUC rb*: pseudo-labels rb > 0.65 real, rb < 0.35 bogus")
     if args.json is not None:
         args.json.write_text(json.dumps(reports, indent=1))
     return 0
