@@ -156,12 +156,19 @@ def test_all_nan_cutout_gets_nan_score_and_reason(model: RealBogusModel, images:
     assert np.isnan(out[0]) and np.isfinite(out[1])
 
 
-def test_constant_difference_stamp_is_unscorable(model: RealBogusModel) -> None:
-    """Zero spread in the difference (no noise scale): NaN with ``no_valid_pixels``, not garbage."""
+def test_constant_difference_stamp_is_unscorable(model: RealBogusModel, images: dict[str, np.ndarray]) -> None:
+    """Zero spread in the difference and no variance (no noise scale): NaN, not garbage."""
     stamps = np.random.default_rng(0).normal(0, 1, (3, 3, SIZE, SIZE)).astype(np.float32)
     stamps[0, 2] = 5.0
     out = model.score_stamps(stamps)
     assert np.isnan(out[0]) and np.all(np.isfinite(out[1:]))
+    im = {k: v.copy() for k, v in images.items()}
+    im["difference"][40:100, 40:100] = 3.0
+    result = score(model, im, [70.0, 20.0], [70.0, 20.0], variance=False)
+    assert np.isnan(result.scores[0]) and result.reason[0] == "no_noise_estimate"
+    assert np.isfinite(result.scores[1])
+    # With a variance plane the noise scale is known and the flat stamp is scored.
+    assert np.isfinite(score(model, im, [70.0], [70.0]).scores[0])
 
 
 def test_edge_sources_get_spread_of_scores(model: RealBogusModel, images: dict[str, np.ndarray]) -> None:
