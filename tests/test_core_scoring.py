@@ -228,3 +228,28 @@ def test_variance_shape_checked(model_path: Path, images: dict[str, np.ndarray])
     with pytest.raises(ValueError, match="variance shape"):
         model.score(images["science"], images["template"], images["difference"], np.ones(1), np.ones(1),
                     np.ones((5, 5)))
+
+
+def test_onnx_backend_matches_torch_and_is_batch_invariant():
+    """The ONNX Runtime path gives the PyTorch scores (≤ 1e-6) for any batch size."""
+    import torch as _torch
+
+    from lsst.meas.realbogus.architectures import build_architecture
+    from lsst.meas.realbogus.model_package import ModelMetadata
+    from lsst.meas.realbogus.scoring import RealBogusModel
+
+    _torch.manual_seed(3)
+    module = build_architecture("rb3_cnn", in_channels=4)
+    meta = ModelMetadata(architecture="rb3_cnn", architecture_kwargs={"in_channels": 4},
+                         channels=["template", "science", "difference"], cutout_size=25, version="t")
+    ref = RealBogusModel(module, meta, backend="torch")
+    fast = RealBogusModel(module, meta, backend="onnx")
+    assert fast.backend_name == "onnx"
+    stamps = np.random.default_rng(1).normal(size=(150, 3, 25, 25)).astype(np.float32)
+    stamps[::7, 2, 12, 12] += 40.0
+    expected = ref.score_stamps(stamps)
+    got = fast.score_stamps(stamps)
+    assert np.abs(got - expected).max() <= 1e-6
+    assert np.array_equal(fast.score_stamps(stamps, batch_size=13), got)
+    with pytest.raises(ValueError, match="Unknown scoring backend"):
+        RealBogusModel(module, meta, backend="tensorrt")
