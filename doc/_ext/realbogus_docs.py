@@ -259,7 +259,10 @@ class TaskConnectionsDirective(RstDirective):
         except Exception as err:  # noqa: BLE001
             LOG.info("rb-task-connections: %s not importable (%s); rendering a note", path, err)
             return [".. note::", "", f"   ``{path}`` could not be imported when this page was built.", ""]
-        dims = getattr(connections_class, "dimensions", ())
+        order = ("instrument", "skymap", "tract", "patch", "band", "physical_filter", "exposure", "visit",
+                 "detector")
+        dims = sorted(getattr(connections_class, "dimensions", ()),
+                      key=lambda d: (order.index(d) if d in order else len(order), d))
         rows = []
         for name, conn in connections_class.allConnections.items():
             kind = type(conn).__name__
@@ -292,8 +295,8 @@ class TaskConnectionsDirective(RstDirective):
             widths="14 12 18 14 14 28",
         )
         lines += [
-            "Connections as declared on the class; the configuration may remove some (see the "
-            "field descriptions above) or change their storage class.",
+            "Connections as declared on the class; the configuration may remove some or change "
+            "their storage class (see the configuration fields below).",
             "",
         ]
         return lines
@@ -376,6 +379,19 @@ def render_value_tables(data: dict[str, Any], title_char: str, skip: tuple[str, 
     return lines
 
 
+# Column order of the tables of known metrics (JSON metadata is stored with sorted keys).
+PREFERRED_COLUMNS = (
+    "epoch", "bin_low", "bin_high", "snr_median", "n", "n_real", "n_bogus", "n_selected", "count",
+    "completeness", "completeness_err", "recall", "rejection", "mean_predicted", "fraction_real",
+    "threshold", "purity", "target_purity", "reached",
+)
+
+
+def _ordered(cols: list[str]) -> list[str]:
+    rank = {c: i for i, c in enumerate(PREFERRED_COLUMNS)}
+    return sorted(cols, key=lambda c: (rank.get(c, len(rank)), cols.index(c)))
+
+
 def render_structure(value: Any) -> list[str]:
     """Render a list/dict JSON value as a table where it has a tabular shape."""
     # dict of equal-length lists: columns
@@ -383,7 +399,7 @@ def render_structure(value: Any) -> list[str]:
         lengths = {len(v) for v in value.values()}
         if len(lengths) == 1 and all(_is_scalar(x) for v in value.values() for x in v):
             n = lengths.pop()
-            cols = list(value)
+            cols = _ordered(list(value))
             rows = [[fmt_num(value[c][i]) for c in cols] for i in range(n)]
             return list_table([lit(c) for c in cols], rows)
     # dict of flat dicts: rows
@@ -392,6 +408,7 @@ def render_structure(value: Any) -> list[str]:
             cols: list[str] = []
             for v in value.values():
                 cols += [c for c in v if c not in cols]
+            cols = _ordered(cols)
             rows = [[lit(k)] + [fmt_num(v.get(c)) for c in cols] for k, v in value.items()]
             return list_table([""] + [lit(c) for c in cols], rows)
     # list of flat dicts: rows
@@ -400,6 +417,7 @@ def render_structure(value: Any) -> list[str]:
             cols = []
             for v in value:
                 cols += [c for c in v if c not in cols]
+            cols = _ordered(cols)
             rows = [[fmt_num(v.get(c)) for c in cols] for v in value]
             return list_table([lit(c) for c in cols], rows)
     # flat dict
