@@ -38,7 +38,7 @@ Evaluate on held-out visits (simulation seed 7, never used for training)::
         --classifier1 /tmp/rb_quick/classifier1.safetensors \
         --n-visits 8 --size 1024 --output-dir doc/_static --prefix transinet_compare
 
-This writes ``<prefix>.json`` (all numbers), ``<prefix>.md`` (the table) and
+This writes ``<prefix>.json`` (all numbers), ``<prefix>.md`` and ``<prefix>.csv`` (the table) and
 ``<prefix>.png`` (completeness versus SNR at matched false positives, and
 false positives per detector versus completeness).  Everything runs on one CPU
 thread by default (``--threads``).
@@ -365,9 +365,30 @@ def evaluate(*, classifier3: str, classifier1: str, transinet: str | None = None
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{prefix}.json").write_text(json.dumps(report, indent=1, default=float))
     (out / f"{prefix}.md").write_text(table + "\n")
+    (out / f"{prefix}.csv").write_text(_csv(rows))
     _plot(results, rows, matched, match_radius, out / f"{prefix}.png")
     _LOG.info("\n%s\nrecovered: %s", table, json.dumps(extra))
     return report
+
+
+def _csv(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """The table as CSV (for ``.. csv-table::`` in the documentation)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    bins = rows[0][1]["bins"]
+    writer.writerow(["operating point", "method", "threshold", "FP/detector", "completeness SNR>=6",
+                     "galaxy_nuclear SNR>=6"] + [f"[{b['lo']:g},{b['hi']:g})" for b in bins])
+    for label, s in rows:
+        nuc = s["completeness_nuclear_snr_ge_6"]
+        writer.writerow([label, s["method"], f"{s['threshold']:.3f}", f"{s['fp_per_detector']:.2f}",
+                         f"{s['completeness_snr_ge_6']:.3f}", "-" if np.isnan(nuc) else f"{nuc:.2f}"]
+                        + [f"{b['n_found'] / b['n_true']:.2f}" if b["n_true"] else "-" for b in s["bins"]])
+    writer.writerow(["(number of transients)", "", "", "", rows[0][1]["n_snr_ge_6"],
+                     rows[0][1]["n_nuclear_snr_ge_6"]] + [b["n_true"] for b in bins])
+    return buf.getvalue()
 
 
 def _plot(results: Sequence[_VisitResult], rows: Sequence[tuple[str, dict[str, Any]]],
@@ -376,23 +397,28 @@ def _plot(results: Sequence[_VisitResult], rows: Sequence[tuple[str, dict[str, A
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    centres = None
+    colours = {m: f"C{i}" for i, m in enumerate(METHODS)}
     for label, s in rows:
-        if label != "matched FP":
+        if not label.startswith("matched FP"):
             continue
         lo = np.array([b["lo"] for b in s["bins"]])
         hi = np.array([b["hi"] for b in s["bins"]])
         centres = np.where(np.isfinite(hi), np.sqrt(lo * np.where(np.isfinite(hi), hi, lo)), lo * 1.5)
         comp = np.array([b["n_found"] / b["n_true"] if b["n_true"] else np.nan for b in s["bins"]])
-        ax1.plot(centres, comp, marker="o",
+        ax1.plot(centres, comp, marker="o", color=colours[s["method"]],
+                 linestyle="-" if label == "matched FP" else "--",
                  label=f"{s['method']} (t={s['threshold']:.2f}, {s['fp_per_detector']:.1f} FP/det)")
     ax1.set_xscale("log")
+    ax1.set_xticks([4, 6, 10, 20, 50, 100])
+    ax1.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax1.minorticks_off()
     ax1.set_xlabel("truth |SNR|")
     ax1.set_ylabel("completeness")
     ax1.set_ylim(0, 1.02)
-    ax1.set_title("Completeness at matched false positives")
+    ax1.set_title("Matched FP: rb3 at its threshold (solid), at 0.5 (dashed)", fontsize=9)
     ax1.legend(fontsize=7)
     for m in METHODS:
         thresholds = np.linspace(0.05, 0.98, 25)

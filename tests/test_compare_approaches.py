@@ -75,7 +75,7 @@ def test_tiny_end_to_end(compare, tmp_path):
     c1 = make_model_file(tmp_path / "c1.safetensors", channels=["difference"], version="c1", threshold=0.5)
     report = compare.evaluate(classifier3=str(c3), classifier1=str(c1), size=256, n_visits=1,
                               output_dir=tmp_path / "out", prefix="cmp", fixed_thresholds=(0.5,))
-    for suffix in ("json", "md", "png"):
+    for suffix in ("json", "md", "csv", "png"):
         assert (tmp_path / "out" / f"cmp.{suffix}").stat().st_size > 0
     saved = json.loads((tmp_path / "out" / "cmp.json").read_text())
     assert saved["config"]["sim_seed"] == compare.HELD_OUT_SEED

@@ -72,6 +72,7 @@ def build_targets(
     artifact_weight: float = 5.0,
     artifact_radius: float | None = None,
     min_snr: float | None = None,
+    core_radius: float = 0.0,
 ) -> TransiNetTargets:
     """Build the segmentation target and loss weights for one image.
 
@@ -97,6 +98,12 @@ def build_targets(
     min_snr : `float`, optional
         Transients with ``snr`` below this get no blob and weight 0 within
         ``3 * psf_sigma`` (neither positive nor negative).
+    core_radius : `float`
+        Blobs are flat-topped: target 1 within this distance (pixels) of the true
+        position, a Gaussian fall-off of ``psf_sigma`` beyond it.  With 0 (plain
+        Gaussian) the pixel nearest an off-centre position has a target below 1,
+        so even certain transients peak below 1; a radius of ~1 pixel lets the
+        peak score reach 1.
 
     Returns
     -------
@@ -116,13 +123,15 @@ def build_targets(
         raise ValueError(f"Invalid target shape {shape}.")
     if not (np.isfinite(psf_sigma) and psf_sigma > 0):
         raise ValueError(f"psf_sigma must be positive and finite; got {psf_sigma}.")
+    if not (np.isfinite(core_radius) and core_radius >= 0):
+        raise ValueError(f"core_radius must be >= 0; got {core_radius}.")
     if positive_weight < 0 or artifact_weight < 0:
         raise ValueError("positive_weight and artifact_weight must be >= 0.")
     radius_art = 3.0 * psf_sigma if artifact_radius is None else float(artifact_radius)
     target = np.zeros((height, width), dtype=np.float32)
     weight = np.ones((height, width), dtype=np.float32)
     ignore = np.zeros((height, width), dtype=bool)
-    blob_radius = 4.0 * psf_sigma
+    blob_radius = 4.0 * psf_sigma + core_radius
     category = np.asarray(truth["category"]).astype(str)
     xs = np.asarray(truth["x"], dtype=np.float64)
     ys = np.asarray(truth["y"], dtype=np.float64)
@@ -156,7 +165,11 @@ def build_targets(
         if min_snr is not None and np.isfinite(snrs[i]) and abs(snrs[i]) < min_snr:
             ignore[box] |= r2 <= (3.0 * psf_sigma) ** 2
             continue
-        blob = np.exp(-0.5 * r2 / psf_sigma**2).astype(np.float32)
+        if core_radius > 0:
+            excess = np.maximum(np.sqrt(r2) - core_radius, 0.0)
+            blob = np.exp(-0.5 * excess**2 / psf_sigma**2).astype(np.float32)
+        else:
+            blob = np.exp(-0.5 * r2 / psf_sigma**2).astype(np.float32)
         target[box] = np.maximum(target[box], blob)
 
     weight += positive_weight * target

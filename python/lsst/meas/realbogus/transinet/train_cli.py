@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                    help="Learning-rate schedule over --epochs.")
     p.add_argument("--min-snr", type=float, default=3.0, help="Ignore fainter transients in the loss.")
+    p.add_argument("--target-core-radius", type=float, default=0.0,
+                   help="Flat-top radius (pixels) of the training target blobs.")
+    p.add_argument("--artifact-weight", type=float, default=5.0, help="Loss weight near artefacts.")
     p.add_argument("--version", default="tn0.1")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
     p.add_argument("--checkpoint-dir", default=None)
@@ -88,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size, max_epochs=args.epochs,
         patience=args.patience, learning_rate=args.learning_rate,
         lr_schedule=args.lr_schedule, min_snr=args.min_snr, seed=args.seed,
+        target_core_radius=args.target_core_radius, artifact_weight=args.artifact_weight,
         version=args.version,
     )
     t1 = time.perf_counter()

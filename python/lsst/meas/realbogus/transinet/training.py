@@ -83,6 +83,8 @@ class TransiNetTrainingConfig:
         Loss up-weighting on transient blobs and around artefacts.
     min_snr : `float`, optional
         Transients fainter than this are ignored in the loss.
+    target_core_radius : `float`
+        Flat-top radius (pixels) of the target blobs (see `targets.build_targets`).
     augment : `bool`
         Apply random dihedral transforms.
     seed : `int`
@@ -109,6 +111,7 @@ class TransiNetTrainingConfig:
     positive_weight: float = 20.0
     artifact_weight: float = 5.0
     min_snr: float | None = None
+    target_core_radius: float = 0.0
     augment: bool = True
     seed: int = 0
     version: str = "0.1"
@@ -282,7 +285,7 @@ def prepare_example(visit: Any, config: TransiNetTrainingConfig) -> PreparedExam
     invalid = ~valid_mask(tmpl.image, sci.image, mask=mask)
     targets = build_targets(visit.truth, sci.image.shape, float(visit.science_psf_sigma), invalid=invalid,
                             positive_weight=config.positive_weight, artifact_weight=config.artifact_weight,
-                            min_snr=config.min_snr)
+                            min_snr=config.min_snr, core_radius=config.target_core_radius)
     truth = visit.truth
     is_tr = np.asarray(truth["category"]).astype(str) == "transient"
     positives = np.column_stack([np.asarray(truth["x"], float)[is_tr], np.asarray(truth["y"], float)[is_tr]])
