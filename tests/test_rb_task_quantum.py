@@ -288,4 +288,5 @@ def test_model_from_butler_collection_is_cached_by_dataset(repo):
               "template": butler.get("template_detector", DATA_ID)}
     from_butler = task.run(model=model, **images).classifications
     from_file = RBTransiNetTask(config=_file_config(repo["model"])).run(**images).classifications
-    np.testing.assert_array_equal(from_butler["score"], from_file["score"])
+    # Same weights, same numbers (up to float32 rounding of torch's thread-dependent reductions).
+    np.testing.assert_allclose(from_butler["score"], from_file["score"], rtol=1e-6, atol=1e-7)

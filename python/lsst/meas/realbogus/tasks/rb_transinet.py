@@ -313,15 +313,33 @@ def _has_column(catalog: Any, name: str) -> bool:
     return name in _column_names(catalog)
 
 
-def _column(catalog: Any, name: str) -> np.ndarray:
+def _column(catalog: Any, name: str) -> np.ndarray | np.ma.MaskedArray:
+    """Return a column as an array; masked (missing) values stay masked."""
     if hasattr(catalog, "column_names"):  # pyarrow
-        return np.asarray(catalog.column(name).to_numpy())
+        column = catalog.column(name)
+        if column.null_count:
+            return np.ma.masked_invalid(np.asarray(column.to_numpy(zero_copy_only=False), dtype=float))
+        return np.asarray(column.to_numpy())
     if hasattr(catalog, "schema") and hasattr(catalog.schema, "getNames"):  # afw
         return np.asarray(catalog[name]).copy()
-    return np.asarray(catalog[name])
+    values = catalog[name]
+    if isinstance(values, np.ma.MaskedArray) and np.ma.getmaskarray(values).any():  # astropy MaskedColumn
+        return np.ma.MaskedArray(np.asarray(values.data), mask=np.ma.getmaskarray(values))
+    return np.asarray(values)
 
 
-def _as_int64_ids(ids: np.ndarray, column: str) -> np.ndarray:
+def _positions(values: np.ndarray | np.ma.MaskedArray) -> np.ndarray:
+    """Return float64 positions with masked (missing) values as NaN (scored as unscorable)."""
+    if isinstance(values, np.ma.MaskedArray):
+        return values.astype(np.float64).filled(np.nan)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _as_int64_ids(ids: np.ndarray | np.ma.MaskedArray, column: str) -> np.ndarray:
+    if isinstance(ids, np.ma.MaskedArray):
+        missing = np.flatnonzero(np.ma.getmaskarray(ids))
+        raise ValueError(f"diaSource id column {column!r} has {missing.size} missing (masked) ids, "
+                         f"e.g. at rows {missing[:5].tolist()}; every diaSource needs an id")
     if ids.dtype.kind not in "iu":
         raise ValueError(f"diaSource id column {column!r} must be integer, got dtype {ids.dtype}")
     if ids.dtype.kind == "u" and ids.size and ids.max() > np.iinfo(np.int64).max:
@@ -566,8 +584,8 @@ class RBTransiNetTask(PipelineTask):
             dup = unique[counts > 1]
             raise ValueError(f"diaSource catalogue has {dup.size} duplicated ids (e.g. {dup[:5].tolist()}); "
                              "ids must be unique to align reliabilities with diaSources")
-        x = np.asarray(_column(diaSources, self.config.xColumn), dtype=np.float64)
-        y = np.asarray(_column(diaSources, self.config.yColumn), dtype=np.float64)
+        x = _positions(_column(diaSources, self.config.xColumn))
+        y = _positions(_column(diaSources, self.config.yColumn))
 
         if difference is None:
             raise ValueError("RBTransiNetTask.run needs a difference image")
