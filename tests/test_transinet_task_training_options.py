@@ -26,8 +26,8 @@ def test_flat_top_target_reaches_one_off_centre():
     assert np.all(flat >= plain - 1e-7)
     yy, xx = np.mgrid[:64, :64]
     r = np.hypot(xx - 20.4, yy - 30.45)
-    far = r > 8
-    np.testing.assert_allclose(flat[far & (r < 9)], np.exp(-0.5 * (r[far & (r < 9)] - 1.0) ** 2 / 1.5**2),
+    far = r > 3
+    np.testing.assert_allclose(flat[far & (r < 6)], np.exp(-0.5 * (r[far & (r < 6)] - 1.0) ** 2 / 1.5**2),
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="core_radius"):
         build_targets(truth, (64, 64), psf_sigma=1.5, core_radius=-1.0)
