@@ -42,8 +42,9 @@ REAL_CUT = 0.9
 BOGUS_CUT = 0.1
 
 
-def pseudo_label_auc(scores: np.ndarray, reference: np.ndarray, real_cut: float = REAL_CUT,
-                     bogus_cut: float = BOGUS_CUT) -> dict[str, Any]:
+def pseudo_label_auc(
+    scores: np.ndarray, reference: np.ndarray, real_cut: float = REAL_CUT, bogus_cut: float = BOGUS_CUT
+) -> dict[str, Any]:
     """ROC AUC of ``scores`` against pseudo-labels ``reference > real_cut`` / ``< bogus_cut``.
 
     Parameters
@@ -75,9 +76,8 @@ def pseudo_label_auc(scores: np.ndarray, reference: np.ndarray, real_cut: float 
 
 def evaluate_file(model: Any, path: Path) -> dict[str, Any]:
     """Score one stamp file and summarise the scores (see the module docstring)."""
-    from scipy.stats import spearmanr
-
     from lsst.meas.realbogus.real_stamps import read_alert_stamps
+    from scipy.stats import spearmanr
 
     data = read_alert_stamps(path)
     t0 = time.perf_counter()
@@ -98,8 +98,10 @@ def evaluate_file(model: Any, path: Path) -> dict[str, Any]:
     if finite.any():
         s = scores[finite]
         report["quantiles"] = dict(
-            zip(("min", "p10", "p25", "median", "p75", "p90", "max"),
-                np.round(np.quantile(s, [0, 0.1, 0.25, 0.5, 0.75, 0.9, 1]), 4).tolist())
+            zip(
+                ("min", "p10", "p25", "median", "p75", "p90", "max"),
+                np.round(np.quantile(s, [0, 0.1, 0.25, 0.5, 0.75, 0.9, 1]), 4).tolist(),
+            )
         )
         report["histogram"] = np.histogram(s, bins=10, range=(0, 1))[0].tolist()
         report["largest_tie_fraction"] = round(float(np.unique(s, return_counts=True)[1].max() / s.size), 4)
@@ -116,13 +118,17 @@ def evaluate_file(model: Any, path: Path) -> dict[str, Any]:
             ok = finite & np.isfinite(ref)
             if ok.sum() > 2:
                 rho = spearmanr(scores[ok], ref[ok])
-                report[f"spearman_vs_{key}"] = {"rho": round(float(rho.statistic), 4),
-                                                "p": float(rho.pvalue), "n": int(ok.sum())}
+                report[f"spearman_vs_{key}"] = {
+                    "rho": round(float(rho.statistic), 4),
+                    "p": float(rho.pvalue),
+                    "n": int(ok.sum()),
+                }
     return report
 
 
-def train_quick_model(out: Path, visits: int = 24, size: int = 768, cutout_size: int = 31,
-                      epochs: int = 10, seed: int = 0) -> Path:
+def train_quick_model(
+    out: Path, visits: int = 24, size: int = 768, cutout_size: int = 31, epochs: int = 10, seed: int = 0
+) -> Path:
     """Train a small model on simulated candidates only and save it (a stand-in default model).
 
     Parameters
@@ -152,22 +158,38 @@ def train_quick_model(out: Path, visits: int = 24, size: int = 768, cutout_size:
     from lsst.meas.realbogus.training_set import simulate_candidate_sets
 
     t0 = time.perf_counter()
-    sets = list(simulate_candidate_sets(small_test_config(size), list(range(1, visits + 1)), [0], seed,
-                                        cutout_size=cutout_size))
+    sets = list(
+        simulate_candidate_sets(
+            small_test_config(size), list(range(1, visits + 1)), [0], seed, cutout_size=cutout_size
+        )
+    )
     cands = CandidateSet.concatenate(sets)
-    print(f"simulated {len(cands)} candidates ({int(cands.labels.sum())} real) from {visits} visits "
-          f"in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    print(
+        f"simulated {len(cands)} candidates ({int(cands.labels.sum())} real) from {visits} visits "
+        f"in {time.perf_counter() - t0:.0f} s",
+        file=sys.stderr,
+    )
     train_idx, val_idx = split_by_group(cands.visit, (0.75, 0.25), seed=seed)
     channels = ("science", "template", "difference")
-    config = TrainingConfig(channels=channels, cutout_size=cutout_size, epochs=epochs, patience=3,
-                            batch_size=64, seed=seed, target_purity=0.9, version="quick")
+    config = TrainingConfig(
+        channels=channels,
+        cutout_size=cutout_size,
+        epochs=epochs,
+        patience=3,
+        batch_size=64,
+        seed=seed,
+        target_purity=0.9,
+        version="quick",
+    )
     result = train_classifier(
         (cands.stamps[train_idx], cands.labels[train_idx].astype(np.int64)),
         (cands.stamps[val_idx], cands.labels[val_idx].astype(np.int64)),
         config,
     )
-    print(f"trained in {time.perf_counter() - t0:.0f} s; validation AUC {result.metadata.metrics.get('auc')}",
-          file=sys.stderr)
+    print(
+        f"trained in {time.perf_counter() - t0:.0f} s; validation AUC {result.metadata.metrics.get('auc')}",
+        file=sys.stderr,
+    )
     return save_model_package(out, result.module, result.metadata)
 
 
@@ -176,8 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="model package (default: packaged model)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="directory of *_triplets_*.npz")
-    parser.add_argument("--train-quick", type=Path, default=None, metavar="OUT",
-                        help="first train a small model on simulated candidates, save it to OUT and use it")
+    parser.add_argument(
+        "--train-quick",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="first train a small model on simulated candidates, save it to OUT and use it",
+    )
     parser.add_argument("--visits", type=int, default=24, help="simulated visits for --train-quick")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", type=Path, default=None, help="also write the reports to this JSON file")
@@ -190,22 +217,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_quick is not None:
         model_path = train_quick_model(args.train_quick, visits=args.visits)
     model = load_model(model_path, threads=args.threads)
-    print(f"model {model.version!r} ({model_path or 'packaged default'}), channels {model.channels}, "
-          f"cutout {model.cutout_size}")
+    print(
+        f"model {model.version!r} ({model_path or 'packaged default'}), channels {model.channels}, "
+        f"cutout {model.cutout_size}"
+    )
     reports = [evaluate_file(model, path) for path in list_alert_stamp_files(args.data)]
     for report in reports:
         print(json.dumps(report))
     print()
-    print(f"{'survey':14s} {'N':>5s} {'NaN':>4s} {'median':>7s} {'AUC drb':>8s} {'AUC rb':>8s} "
-          f"{'AUC rb*':>8s} {'rho rb':>7s}")
+    print(
+        f"{'survey':14s} {'N':>5s} {'NaN':>4s} {'median':>7s} {'AUC drb':>8s} {'AUC rb':>8s} "
+        f"{'AUC rb*':>8s} {'rho rb':>7s}"
+    )
     for r in reports:
+
         def auc(key: str) -> str:
             return f"{r[key]['auc']:.3f}" if key in r and np.isfinite(r[key]["auc"]) else "-"
 
         rho = f"{r['spearman_vs_rb']['rho']:.3f}" if "spearman_vs_rb" in r else "-"
         median = r.get("quantiles", {}).get("median", float("nan"))
-        print(f"{r['survey']:14s} {r['n']:5d} {r['n_nan']:4d} {median:7.3f} {auc('auc_vs_drb'):>8s} "
-              f"{auc('auc_vs_rb'):>8s} {auc('auc_vs_rb_loose'):>8s} {rho:>7s}")
+        print(
+            f"{r['survey']:14s} {r['n']:5d} {r['n_nan']:4d} {median:7.3f} {auc('auc_vs_drb'):>8s} "
+            f"{auc('auc_vs_rb'):>8s} {auc('auc_vs_rb_loose'):>8s} {rho:>7s}"
+        )
     print("AUC rb*: pseudo-labels rb > 0.65 real, rb < 0.35 bogus")
     if args.json is not None:
         args.json.write_text(json.dumps(reports, indent=1))

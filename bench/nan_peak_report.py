@@ -74,7 +74,7 @@ class NanPeakResult:
     edge_incumbent: np.ndarray
 
     def summary(self) -> dict[str, Any]:
-        """Counts and tie fractions of the affected and unaffected sources."""
+        """Return the counts and tie fractions of the affected and unaffected sources."""
         a, u = self.affected, ~self.affected
         return {
             "n_affected": int(a.sum()),
@@ -128,7 +128,6 @@ def nan_peak_experiment(
         The scores and which sources are affected.
     """
     import torch
-
     from lsst.meas.realbogus.architectures import build_architecture
     from lsst.meas.realbogus.cutouts import extract_cutouts
     from lsst.meas.realbogus.incumbent import incumbent_score
@@ -178,8 +177,14 @@ def nan_peak_experiment(
     ex, ey = np.where(swap, ey, ex), np.where(swap, ex, ey)
     edge_ours = model.score(science, template, difference, ex, ey, variance, mask).scores
     edge_inc = incumbent_score(science, template, difference, ex, ey, incumbent_module)
-    return NanPeakResult(ours=ours.scores, incumbent=inc, affected=affected, center_nan=ours.flag_nan_center,
-                         edge_ours=edge_ours, edge_incumbent=edge_inc)
+    return NanPeakResult(
+        ours=ours.scores,
+        incumbent=inc,
+        affected=affected,
+        center_nan=ours.flag_nan_center,
+        edge_ours=edge_ours,
+        edge_incumbent=edge_inc,
+    )
 
 
 def _histogram_lines(name: str, scores: np.ndarray) -> list[str]:
@@ -203,7 +208,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-
     from lsst.meas.realbogus.scoring import DEFAULT_MODEL_PATH, RealBogusModel, load_model
 
     torch.set_num_threads(1)
@@ -216,13 +220,19 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.manual_seed(args.seed)
         net = build_architecture("rb3_cnn", in_channels=4)
-        meta = ModelMetadata(architecture="rb3_cnn", architecture_kwargs={"in_channels": 4},
-                             channels=["template", "science", "difference"], cutout_size=51, version="random")
+        meta = ModelMetadata(
+            architecture="rb3_cnn",
+            architecture_kwargs={"in_channels": 4},
+            channels=["template", "science", "difference"],
+            cutout_size=51,
+            version="random",
+        )
         model = RealBogusModel(net, meta)
         which = "random rb3_cnn (no default model installed)"
     print(f"model: {which}")
-    result = nan_peak_experiment(model, size=args.size, n_lines=args.lines, n_sources=args.sources,
-                                 seed=args.seed)
+    result = nan_peak_experiment(
+        model, size=args.size, n_lines=args.lines, n_sources=args.sources, seed=args.seed
+    )
     for key, value in result.summary().items():
         print(f"{key:28s} {value:.4f}" if isinstance(value, float) else f"{key:28s} {value}")
     a = result.affected

@@ -52,6 +52,7 @@ def make_training_set(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def config(**overrides) -> TrainingConfig:
+    """Return config."""
     values = dict(
         architecture="rb3_cnn",
         architecture_kwargs={"widths": [4, 6], "hidden": 6},
@@ -70,10 +71,12 @@ def config(**overrides) -> TrainingConfig:
 
 @pytest.fixture(scope="module")
 def data() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Return data."""
     return make_training_set(160, 0), make_training_set(80, 1)
 
 
 def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Return assert same state."""
     assert sorted(a) == sorted(b)
     for name in a:
         assert torch.equal(a[name], b[name]), f"{name} differs"
@@ -81,11 +84,13 @@ def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 
 @pytest.fixture(scope="module")
 def uninterrupted(data):
+    """Return uninterrupted."""
     train, val = data
     return train_classifier(train, val, config())
 
 
 def test_same_seed_gives_identical_model(data, uninterrupted) -> None:
+    """Check: same seed gives identical model."""
     train, val = data
     again = train_classifier(train, val, config())
     assert_same_state(uninterrupted.module.state_dict(), again.module.state_dict())
@@ -102,6 +107,7 @@ def test_training_learns_the_toy_task(uninterrupted) -> None:
 
 
 def test_stop_after_epoch_and_resume_is_bit_identical(data, uninterrupted, tmp_path: Path) -> None:
+    """Check: stop after epoch and resume is bit identical."""
     train, val = data
     ckpt = tmp_path / "ckpt"
     train_classifier(train, val, config(), checkpoint_dir=ckpt, stop_after_epoch=2)
@@ -135,6 +141,7 @@ KILL_SCRIPT = textwrap.dedent(
 
 
 def test_sigkilled_training_resumes_bit_identical(data, uninterrupted, tmp_path: Path) -> None:
+    """Check: sigkilled training resumes bit identical."""
     ckpt = tmp_path / "killed"
     script = tmp_path / "kill_train.py"
     script.write_text(KILL_SCRIPT)
@@ -154,7 +161,8 @@ def test_sigkilled_training_resumes_bit_identical(data, uninterrupted, tmp_path:
 
 
 @pytest.fixture(scope="module")
-def scoring_model(tmp_path_factory: pytest.TempPathFactory):
+def scoring_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Return the path of a small random model package."""
     torch.manual_seed(3)
     net = build_architecture("rb3_cnn", in_channels=4, widths=(8, 8), hidden=8)
     meta = ModelMetadata(
@@ -164,10 +172,15 @@ def scoring_model(tmp_path_factory: pytest.TempPathFactory):
         cutout_size=SIZE,
         version="det",
     )
-    return load_model(save_model_package(tmp_path_factory.mktemp("det") / "m.safetensors", net, meta))
+    return save_model_package(tmp_path_factory.mktemp("det") / "m.safetensors", net, meta)
 
 
-def test_scores_identical_for_any_batch_size_and_thread_count(scoring_model) -> None:
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_scores_identical_for_any_batch_size_and_thread_count(scoring_model_path: Path, backend: str) -> None:
+    """Check: bit-identical scores for batch sizes 5..4096 and 1 or 2 threads, per backend.
+
+    ``auto`` is ONNX Runtime on CPU when it is installed; its thread count is set by ``threads``.
+    """
     rng = np.random.default_rng(4)
     shape = (150, 170)
     diff = rng.normal(0, 3, shape).astype(np.float32)
@@ -180,9 +193,9 @@ def test_scores_identical_for_any_batch_size_and_thread_count(scoring_model) -> 
     results = {}
     try:
         for threads in (1, 2):
-            torch.set_num_threads(threads)
+            model = load_model(scoring_model_path, threads=threads, backend=backend)
             for batch_size in (5, 64, 65, 4096):
-                results[threads, batch_size] = scoring_model.score(
+                results[threads, batch_size] = model.score(
                     sci, tmpl, diff, x, y, var, batch_size=batch_size
                 ).scores
     finally:
@@ -190,4 +203,4 @@ def test_scores_identical_for_any_batch_size_and_thread_count(scoring_model) -> 
     reference = results[1, 4096]
     assert np.isfinite(reference).sum() > 100 and np.nanstd(reference) > 1e-3
     for key, scores in results.items():
-        np.testing.assert_array_equal(scores, reference, err_msg=f"threads, batch_size = {key}")
+        np.testing.assert_array_equal(scores, reference, err_msg=f"{backend}: threads, batch_size = {key}")

@@ -2,8 +2,8 @@
 
 The simulated Alert Production pipeline (``pipelines/SimulatedAP.yaml``: differencing, detection,
 reliability with a tiny model package file, the reliability split and truth matching) runs on a tiny
-simulated repository of four visits.  The ``pipetask`` process group is killed with SIGKILL as soon as the first
-quanta's outputs are in the datastore, then the run is resumed as ``pipe_base`` documents it:
+simulated repository of four visits.  The ``pipetask`` process group is killed with SIGKILL as soon as
+the first quanta's outputs are in the datastore, then the run is resumed as ``pipe_base`` documents it:
 ``--extend-run`` (reuse the output RUN collection, skip quanta whose outputs all exist) with
 ``--skip-existing-in <output>`` and ``--clobber-outputs`` (remove partial outputs of the killed
 quantum).  Training interruption is tested in ``test_robustness_determinism.py``.
@@ -43,16 +43,22 @@ OUTPUT = "robust/interrupted"
 
 
 def write_tiny_model(path: Path) -> Path:
-    """A tiny random model package, so that the test does not depend on the packaged default."""
+    """Write a tiny random model package (the test must not depend on the packaged default)."""
     torch.manual_seed(0)
     kwargs = {"in_channels": 4, "widths": [4, 4], "hidden": 4}
     net = build_architecture("rb3_cnn", **kwargs)
-    meta = ModelMetadata(architecture="rb3_cnn", architecture_kwargs=kwargs,
-                         channels=["science", "template", "difference"], cutout_size=21, version="kill")
+    meta = ModelMetadata(
+        architecture="rb3_cnn",
+        architecture_kwargs=kwargs,
+        channels=["science", "template", "difference"],
+        cutout_size=21,
+        version="kill",
+    )
     return save_model_package(path, net, meta)
 
 
 def pipetask_command(root: Path, model: Path, *extra: str) -> list[str]:
+    """Return pipetask command."""
     return [
         *find_pipetask(),
         "run",
@@ -92,6 +98,7 @@ def output_files(root: Path) -> collections.Counter[str]:
 
 @pytest.mark.slow
 def test_killed_pipetask_resumes_without_duplicates_or_gaps(tmp_path: Path) -> None:
+    """Check: killed pipetask resumes without duplicates or gaps."""
     root = tmp_path / "repo"
     butler = repo.create_sim_repo(root, n_detectors=1)
     repo.ingest_simulated_visits(butler, small_test_config(128), list(VISITS), [0], seed=2)
@@ -100,7 +107,11 @@ def test_killed_pipetask_resumes_without_duplicates_or_gaps(tmp_path: Path) -> N
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            pipetask_command(root, model), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            pipetask_command(root, model),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 240
         try:
@@ -133,10 +144,16 @@ def test_killed_pipetask_resumes_without_duplicates_or_gaps(tmp_path: Path) -> N
         timeout=300,
     )
     assert resume.returncode == 0, resume.stdout[-3000:] + resume.stderr[-3000:]
-    executed = [int(n) for n in re.findall(r"Executed (\d+) quanta successfully", resume.stdout + resume.stderr)]
-    n_done = done_before["difference_image"] + done_before["dia_source_unstandardized"] + done_before[
-        "dia_source_reliability"] + done_before["dia_source_high_reliability"] + done_before[
-        "dia_source_truth_match"]
+    executed = [
+        int(n) for n in re.findall(r"Executed (\d+) quanta successfully", resume.stdout + resume.stderr)
+    ]
+    n_done = (
+        done_before["difference_image"]
+        + done_before["dia_source_unstandardized"]
+        + done_before["dia_source_reliability"]
+        + done_before["dia_source_high_reliability"]
+        + done_before["dia_source_truth_match"]
+    )
     assert executed and executed[-1] == 5 * len(VISITS) - n_done  # 5 tasks; the filter writes 2 outputs
 
     butler = Butler.from_config(str(root), collections=[OUTPUT])
@@ -162,6 +179,8 @@ def test_killed_pipetask_resumes_without_duplicates_or_gaps(tmp_path: Path) -> N
         assert len(np.unique(np.asarray(sources["id"]))) == len(sources)
         for name in ("dia_source_truth_match", "dia_source_reliability"):
             np.testing.assert_array_equal(butler.get(name, data_id)["id"], sources["id"])
-        split = np.r_[np.asarray(butler.get("dia_source_high_reliability", data_id)["id"]),
-                      np.asarray(butler.get("dia_source_low_reliability", data_id)["id"])]
+        split = np.r_[
+            np.asarray(butler.get("dia_source_high_reliability", data_id)["id"]),
+            np.asarray(butler.get("dia_source_low_reliability", data_id)["id"]),
+        ]
         assert sorted(split.tolist()) == sorted(np.asarray(sources["id"]).tolist())

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import pickle
+import random
 import struct
 import zipfile
 from pathlib import Path
@@ -51,6 +51,7 @@ def _metadata(**overrides: Any) -> ModelMetadata:
 
 @pytest.fixture(scope="module")
 def good_bytes() -> bytes:
+    """Return good bytes."""
     return model_package_to_bytes(_net(), _metadata())
 
 
@@ -75,7 +76,7 @@ def _with_metadata(data: bytes, edit) -> bytes:
 
 
 def _signed(state: dict[str, torch.Tensor], metadata: ModelMetadata) -> bytes:
-    """A safetensors file with a correct checksum for ``state`` whatever the architecture says."""
+    """Return a safetensors file with a correct checksum for ``state``, whatever the architecture."""
     meta = metadata.to_dict()
     meta["weights_sha256"] = weights_sha256(state)
     return save(state, metadata={METADATA_KEY: json.dumps(meta)})
@@ -108,6 +109,7 @@ def test_good_package_loads(good_bytes: bytes, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("keep", [0, 5, 8, 20, -1, -100])
 def test_truncated_file_is_refused(good_bytes: bytes, tmp_path: Path, keep: int) -> None:
+    """Check: truncated file is refused."""
     data = good_bytes[:keep] if keep >= 0 else good_bytes[:keep]
     if keep == 0:
         assert data == b""
@@ -115,6 +117,7 @@ def test_truncated_file_is_refused(good_bytes: bytes, tmp_path: Path, keep: int)
 
 
 def test_wrong_checksum_is_refused(good_bytes: bytes, tmp_path: Path) -> None:
+    """Check: wrong checksum is refused."""
     corrupted = bytearray(good_bytes)
     corrupted[-3] ^= 0x40  # one bit of one weight
     _refused(tmp_path, bytes(corrupted), "checksum mismatch")
@@ -125,12 +128,19 @@ def test_wrong_checksum_is_refused(good_bytes: bytes, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("version", [0, 2, 999, "1", None, 1.5])
 def test_unknown_format_version_is_refused(good_bytes: bytes, tmp_path: Path, version: Any) -> None:
-    _refused(tmp_path, _with_metadata(good_bytes, lambda m: {**m, "format_version": version}), "format_version")
+    """Check: unknown format version is refused."""
+    _refused(
+        tmp_path, _with_metadata(good_bytes, lambda m: {**m, "format_version": version}), "format_version"
+    )
 
 
 def test_missing_format_version_and_metadata_are_refused(good_bytes: bytes, tmp_path: Path) -> None:
-    _refused(tmp_path, _with_metadata(good_bytes, lambda m: {k: v for k, v in m.items() if k != "format_version"}),
-             "format_version")
+    """Check: missing format version and metadata are refused."""
+    _refused(
+        tmp_path,
+        _with_metadata(good_bytes, lambda m: {k: v for k, v in m.items() if k != "format_version"}),
+        "format_version",
+    )
     _refused(tmp_path, _with_metadata(good_bytes, lambda m: "{not json"), "not valid JSON")
     _refused(tmp_path, _with_metadata(good_bytes, lambda m: [1, 2]), "JSON object")
     header, body = _split(good_bytes)
@@ -140,11 +150,13 @@ def test_missing_format_version_and_metadata_are_refused(good_bytes: bytes, tmp_
 
 @pytest.mark.parametrize("name", ["no_such_net", "torch.nn.Linear", "os.system", ""])
 def test_unknown_architecture_is_refused(good_bytes: bytes, tmp_path: Path, name: str) -> None:
+    """Check: unknown architecture is refused."""
     _refused(tmp_path, _with_metadata(good_bytes, lambda m: {**m, "architecture": name}), "architecture")
 
 
 def test_weights_not_fitting_architecture_are_refused(tmp_path: Path) -> None:
     # Correctly signed weights of another width.
+    """Check: weights not fitting architecture are refused."""
     state = _net(widths=(8, 8), hidden=6).state_dict()
     _refused(tmp_path, _signed(state, _metadata()), "do not fit")
     # A missing and an extra tensor.
@@ -166,6 +178,7 @@ def test_weights_not_fitting_architecture_are_refused(tmp_path: Path) -> None:
 
 
 def test_inconsistent_metadata_is_refused(good_bytes: bytes, tmp_path: Path) -> None:
+    """Check: inconsistent metadata is refused."""
     cases = {
         "cutout_size": ("cutout_size", 0),
         "channels": ("channels", []),
@@ -191,6 +204,7 @@ class _Exploit:
 
 @pytest.mark.parametrize("protocol", [0, 2, 4, 5])
 def test_pickle_with_reduce_is_refused_and_not_run(tmp_path: Path, protocol: int) -> None:
+    """Check: pickle with reduce is refused and not run."""
     sentinel = tmp_path / "pwned"
     payload = pickle.dumps({"weights": _Exploit(sentinel)}, protocol=protocol)
     # Sanity check that the payload is live: unpickling it (only here, deliberately) creates the file.
@@ -204,6 +218,7 @@ def test_pickle_with_reduce_is_refused_and_not_run(tmp_path: Path, protocol: int
 
 
 def test_torch_save_checkpoints_are_refused_and_not_run(tmp_path: Path) -> None:
+    """Check: torch save checkpoints are refused and not run."""
     sentinel = tmp_path / "pwned_zip"
     buffer = io.BytesIO()
     torch.save({"state": _net().state_dict(), "x": _Exploit(sentinel)}, buffer)
@@ -221,6 +236,7 @@ def test_torch_save_checkpoints_are_refused_and_not_run(tmp_path: Path) -> None:
 
 
 def test_python_source_file_is_refused_and_not_run(tmp_path: Path) -> None:
+    """Check: python source file is refused and not run."""
     sentinel = tmp_path / "pwned_py"
     source = f"import os\nopen({str(sentinel)!r}, 'w').close()\n".encode()
     _refused(tmp_path, source, "Python source|Not a valid", name="model.py")
@@ -269,18 +285,23 @@ def test_code_in_metadata_is_never_executed(good_bytes: bytes, tmp_path: Path) -
     [
         (struct.pack("<Q", 2**62) + b"{}", "Not a valid"),
         (struct.pack("<Q", 8) + b"not json", "Not a valid"),
-        (struct.pack("<Q", 8) + b"{\"a\": 1", "JSON|Not a valid"),
+        (struct.pack("<Q", 8) + b'{"a": 1', "JSON|Not a valid"),
         (struct.pack("<Q", 2) + b"[]", "JSON object|Not a valid"),
         (_join({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8), "truncated"),
-        (_join({"w": {"dtype": "F32", "shape": [4], "data_offsets": "0:16"}}, b"\0" * 16), "Invalid safetensors"),
+        (
+            _join({"w": {"dtype": "F32", "shape": [4], "data_offsets": "0:16"}}, b"\0" * 16),
+            "Invalid safetensors",
+        ),
         (random.Random(0).randbytes(64), "Not a|safetensors"),
     ],
 )
 def test_malformed_safetensors_framing_is_refused(tmp_path: Path, data: bytes, match: str) -> None:
+    """Check: malformed safetensors framing is refused."""
     _refused(tmp_path, data, match)
 
 
 def test_missing_file_and_directory_are_refused(tmp_path: Path) -> None:
+    """Check: missing file and directory are refused."""
     with pytest.raises(ModelPackageError, match="does not exist"):
         load_model(tmp_path / "absent.safetensors")
     with pytest.raises(ModelPackageError, match="does not exist|not a file"):

@@ -33,6 +33,7 @@ def _bench_module():
 
 @pytest.fixture(scope="module")
 def result():
+    """Return result."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     kwargs = {"in_channels": 4, "widths": [4, 6], "hidden": 6}
@@ -40,19 +41,26 @@ def result():
     with torch.no_grad():
         for p in net.parameters():
             p.mul_(1.5)
-    meta = ModelMetadata(architecture="rb3_cnn", architecture_kwargs=kwargs,
-                         channels=["template", "science", "difference"], cutout_size=31, version="nan")
+    meta = ModelMetadata(
+        architecture="rb3_cnn",
+        architecture_kwargs=kwargs,
+        channels=["template", "science", "difference"],
+        cutout_size=31,
+        version="nan",
+    )
     bench = _bench_module()
     return bench, bench.nan_peak_experiment(RealBogusModel(net, meta), size=256, n_lines=4, n_sources=800)
 
 
 def test_tie_fraction_measure() -> None:
+    """Check: tie fraction measure."""
     bench = _bench_module()
     assert bench.tie_fraction(np.array([0.1, 0.2, 0.2, np.nan])) == pytest.approx(2 / 3)
     assert bench.tie_fraction(np.array([np.nan])) == 0.0
 
 
 def test_no_score_spike_for_nan_crossed_sources(result) -> None:
+    """Check: no score spike for nan crossed sources."""
     bench, r = result
     s = r.summary()
     assert s["n_affected"] >= 300 and s["n_affected_center_nan"] >= 30 and s["n_unaffected"] >= 50
@@ -64,6 +72,7 @@ def test_no_score_spike_for_nan_crossed_sources(result) -> None:
 
 
 def test_edge_sources_no_spike_unlike_incumbent(result) -> None:
+    """Check: edge sources no spike unlike incumbent."""
     bench, r = result
     s = r.summary()
     assert np.isfinite(r.edge_ours).all()

@@ -49,6 +49,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def package_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Return package path."""
     torch.manual_seed(1)
     net = build_architecture("rb3_cnn", in_channels=4, widths=(4, 6), hidden=6)
     with torch.no_grad():
@@ -66,11 +67,13 @@ def package_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(package_path: Path) -> RealBogusModel:
+    """Return model."""
     return RealBogusModel.from_package(read_model_package(package_path))
 
 
 @pytest.fixture(scope="module")
 def averaged_model(package_path: Path) -> RealBogusModel:
+    """Return averaged model."""
     return RealBogusModel.from_package(read_model_package(package_path), dihedral_average=True)
 
 
@@ -111,6 +114,7 @@ special = st.sampled_from([np.nan, np.inf, -np.inf, 1e300, -1e300, 2.0**53, -0.5
 
 
 def coordinate(extent: int) -> st.SearchStrategy[float]:
+    """Return coordinate."""
     return st.one_of(
         st.floats(-20.0, extent + 20.0, allow_nan=False),
         st.floats(-0.5, extent - 0.5, allow_nan=False),
@@ -121,6 +125,7 @@ def coordinate(extent: int) -> st.SearchStrategy[float]:
 
 @st.composite
 def cutout_case(draw):
+    """Return cutout case."""
     height, width = draw(st.integers(1, 24)), draw(st.integers(1, 24))
     size = draw(st.integers(1, 11))
     n = draw(st.integers(0, 6))
@@ -144,6 +149,7 @@ def cutout_case(draw):
 @SETTINGS
 @given(case=cutout_case())
 def test_cutouts_equal_naive_reference(case) -> None:
+    """Check: cutouts equal naive reference."""
     planes, x, y, size, mask = case
     batch = extract_cutouts(planes, x, y, size, mask=mask)
     stamps, edge, bad, center = naive_cutouts(planes, x, y, size, mask, mask_planes.UNUSABLE)
@@ -161,6 +167,7 @@ def test_cutouts_equal_naive_reference(case) -> None:
 @SETTINGS
 @given(case=cutout_case(), batch_size=st.integers(1, 4))
 def test_cutout_batches_concatenate_to_extract(case, batch_size: int) -> None:
+    """Check: cutout batches concatenate to extract."""
     planes, x, y, size, mask = case
     whole = extract_cutouts(planes, x, y, size, mask=mask)
     parts = list(iter_cutout_batches(planes, x, y, size, batch_size, mask=mask))
@@ -173,6 +180,7 @@ def test_cutout_batches_concatenate_to_extract(case, batch_size: int) -> None:
 @SETTINGS
 @given(case=cutout_case(), smaller=st.integers(1, 11))
 def test_central_crop_equals_smaller_cutout(case, smaller: int) -> None:
+    """Check: central crop equals smaller cutout."""
     planes, x, y, size, mask = case
     big = extract_cutouts(planes, x, y, max(size, smaller), mask=mask)
     small = extract_cutouts(planes, x, y, min(size, smaller), mask=mask)
@@ -181,6 +189,7 @@ def test_central_crop_equals_smaller_cutout(case, smaller: int) -> None:
 
 @st.composite
 def stamp_case(draw):
+    """Return stamp case."""
     n = draw(st.integers(1, 6))
     h = draw(st.integers(5, 24))
     w = draw(st.sampled_from([h, draw(st.integers(5, 24))]))
@@ -209,6 +218,7 @@ def stamp_case(draw):
 @SETTINGS
 @given(stamps=stamp_case(), log_k=st.floats(-4, 5))
 def test_scores_defined_and_unit_invariant(model: RealBogusModel, stamps: np.ndarray, log_k: float) -> None:
+    """Check: scores defined and unit invariant."""
     scores = model.score_stamps(stamps)
     assert scores.shape == (len(stamps),) and scores.dtype == np.float32
     fitted = center_crop_or_pad(stamps, MODEL_SIZE)
@@ -221,6 +231,7 @@ def test_scores_defined_and_unit_invariant(model: RealBogusModel, stamps: np.nda
 
 
 def dihedral(stamps: np.ndarray, t: int) -> np.ndarray:
+    """Return dihedral."""
     out = stamps[..., ::-1] if t >= 4 else stamps
     return np.ascontiguousarray(np.rot90(out, t % 4, axes=(-2, -1)))
 
@@ -228,6 +239,7 @@ def dihedral(stamps: np.ndarray, t: int) -> np.ndarray:
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(stamps=stamp_case().filter(lambda s: s.shape[2] == s.shape[3] and s.shape[2] % 2 == 1))
 def test_dihedral_average_gives_symmetric_scores(averaged_model: RealBogusModel, stamps: np.ndarray) -> None:
+    """Check: dihedral average gives symmetric scores."""
     reference = averaged_model.score_stamps(stamps)
     for t in range(1, 8):
         np.testing.assert_allclose(averaged_model.score_stamps(dihedral(stamps, t)), reference, atol=1e-5)

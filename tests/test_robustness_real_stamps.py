@@ -32,6 +32,7 @@ def read_alert_stamps(path: Path, keep_sentinels: bool = False) -> AlertStamps:
 
 
 def realdata_dir() -> Path:
+    """Return realdata dir."""
     if not REALDATA.is_dir():
         pytest.fail(
             f"Real alert stamps not found at {REALDATA}: the tests expect the shared/ directory "
@@ -42,6 +43,7 @@ def realdata_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> list[RealBogusModel]:
+    """Return models."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     kwargs = {"in_channels": 4, "widths": [4, 6], "hidden": 6}
@@ -49,8 +51,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> list[RealBogusModel]:
     with torch.no_grad():
         for p in net.parameters():
             p.mul_(1.5)
-    meta = ModelMetadata(architecture="rb3_cnn", architecture_kwargs=kwargs,
-                         channels=["template", "science", "difference"], cutout_size=31, version="real")
+    meta = ModelMetadata(
+        architecture="rb3_cnn",
+        architecture_kwargs=kwargs,
+        channels=["template", "science", "difference"],
+        cutout_size=31,
+        version="real",
+    )
     out = [load_model(save_model_package(tmp_path_factory.mktemp("real") / "m.safetensors", net, meta))]
     if DEFAULT_MODEL_PATH.exists():
         out.append(load_model())
@@ -58,6 +65,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> list[RealBogusModel]:
 
 
 def test_all_stamp_files_are_present_and_readable() -> None:
+    """Check: all stamp files are present and readable."""
     paths = list_alert_stamp_files(realdata_dir())
     surveys = {}
     for path in paths:
@@ -70,6 +78,7 @@ def test_all_stamp_files_are_present_and_readable() -> None:
 
 
 def test_every_real_stamp_scores_finite(models: list[RealBogusModel]) -> None:
+    """Check: every real stamp scores finite."""
     for model in models:
         for path in list_alert_stamp_files(realdata_dir()):
             data = read_alert_stamps(path)
@@ -78,7 +87,8 @@ def test_every_real_stamp_scores_finite(models: list[RealBogusModel]) -> None:
             usable = data.has_finite_difference
             bad = np.flatnonzero(usable & ~np.isfinite(scores))
             assert bad.size == 0, (
-                f"{path.name}: {bad.size} stamps with finite difference pixels got NaN (ids {data.ids[bad[:5]]})"
+                f"{path.name}: {bad.size} stamps with finite difference pixels got NaN "
+                f"(ids {data.ids[bad[:5]]})"
             )
             finite = scores[np.isfinite(scores)]
             assert np.all((finite >= 0) & (finite <= 1))
@@ -100,8 +110,9 @@ def test_flt_max_sentinels_are_read_as_nan(models: list[RealBogusModel]) -> None
     # With NaN in their place the scores of those stamps are unit-free again.
     model = models[0]
     subset = clean.stamps[rows]
-    np.testing.assert_allclose(model.score_stamps(subset * np.float32(1e3)), model.score_stamps(subset),
-                               atol=2e-4)
+    np.testing.assert_allclose(
+        model.score_stamps(subset * np.float32(1e3)), model.score_stamps(subset), atol=2e-4
+    )
 
 
 def test_real_stamp_scores_are_unit_invariant(models: list[RealBogusModel]) -> None:

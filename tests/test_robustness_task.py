@@ -24,6 +24,7 @@ SHAPE = (96, 110)
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Return model path."""
     torch.manual_seed(2)
     kwargs = {"in_channels": 4, "widths": [4, 6], "hidden": 6}
     net = build_architecture("rb3_cnn", **kwargs)
@@ -50,8 +51,9 @@ def _images(shape: tuple[int, int] = SHAPE, seed: int = 0):
         science += a * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 5.0)
     var = np.full(shape, 128.0)
     mask = np.zeros(shape, np.int32)
-    common = dict(wcs=wcs, psf_sigma=1.5, instrument="SimCam", visit=1, detector=0,
-                  physical_filter="r_sim", band="r")
+    common = dict(
+        wcs=wcs, psf_sigma=1.5, instrument="SimCam", visit=1, detector=0, physical_filter="r_sim", band="r"
+    )
     sci = make_visit_image(science, var, mask, **common)
     tmpl = make_visit_image(template, var / 2, mask, **common)
     diff = make_difference_image(science - template, var * 1.5, mask, science=sci)
@@ -60,6 +62,7 @@ def _images(shape: tuple[int, int] = SHAPE, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def images():
+    """Return images."""
     return _images()
 
 
@@ -87,6 +90,7 @@ def _run(task, catalog, images):
 
 
 def test_task_output_rows_follow_input_ids(model_path: Path, images) -> None:
+    """Check: task output rows follow input ids."""
     catalog = _catalog()
     catalog = catalog[np.random.default_rng(0).permutation(len(catalog))]
     out = _run(_task(model_path), catalog, images)
@@ -96,6 +100,7 @@ def test_task_output_rows_follow_input_ids(model_path: Path, images) -> None:
 
 
 def test_task_duplicate_ids_raise(model_path: Path, images) -> None:
+    """Check: task duplicate ids raise."""
     catalog = _catalog()
     catalog["id"][5] = catalog["id"][9]
     with pytest.raises(ValueError, match="duplicated ids"):
@@ -103,6 +108,7 @@ def test_task_duplicate_ids_raise(model_path: Path, images) -> None:
 
 
 def test_task_missing_id_column_or_non_integer_ids_raise(model_path: Path, images) -> None:
+    """Check: task missing id column or non integer ids raise."""
     catalog = _catalog()
     with pytest.raises(ValueError, match="lacks columns"):
         _run(_task(model_path), catalog[["x", "y"]], images)
@@ -122,11 +128,13 @@ def test_task_masked_missing_ids_raise(model_path: Path, images) -> None:
 
 
 def test_task_empty_catalogue_gives_empty_table(model_path: Path, images) -> None:
+    """Check: task empty catalogue gives empty table."""
     out = _run(_task(model_path), _catalog()[:0], images)
     assert len(out) == 0 and "score" in out.colnames and "id" in out.colnames
 
 
 def test_task_images_of_different_shapes_raise(model_path: Path, images) -> None:
+    """Check: task images of different shapes raise."""
     sci, tmpl, diff = images
     other_sci, other_tmpl, _ = _images((SHAPE[0] + 4, SHAPE[1]))
     task = _task(model_path)
@@ -137,6 +145,7 @@ def test_task_images_of_different_shapes_raise(model_path: Path, images) -> None
 
 
 def test_task_missing_image_raises(model_path: Path, images) -> None:
+    """Check: task missing image raises."""
     sci, tmpl, diff = images
     with pytest.raises(ValueError, match="needs the template"):
         _task(model_path).run(diaSources=_catalog(), difference=diff, science=sci, template=None)
@@ -144,6 +153,7 @@ def test_task_missing_image_raises(model_path: Path, images) -> None:
 
 @pytest.mark.parametrize("unit", [u.uJy, u.mJy])
 def test_task_scores_do_not_depend_on_image_units(model_path: Path, images, unit) -> None:
+    """Check: task scores do not depend on image units."""
     sci, tmpl, diff = images
     converted = tuple(im.convert_unit(unit, copy=True) for im in (sci, tmpl, diff))
     assert converted[2].unit == unit
@@ -153,5 +163,6 @@ def test_task_scores_do_not_depend_on_image_units(model_path: Path, images, unit
 
 
 def test_task_config_contradicting_model_raises(model_path: Path, images) -> None:
+    """Check: task config contradicting model raises."""
     with pytest.raises(ValueError, match="modelChannels"):
         _run(_task(model_path, modelChannels=["difference"]), _catalog(), images)
