@@ -156,6 +156,9 @@ class RstDirective(Directive):
         raise NotImplementedError
 
     def run(self) -> list[nodes.Node]:
+        # Generated content depends on code, data and the set of documents: re-read the page
+        # on every build, also incremental ones.
+        self.state.document.settings.env.note_reread()
         lines = self.render()
         container = nodes.container()
         source = self.state.document.current_source or ""
@@ -597,6 +600,16 @@ def write_model_pages(app: Any, config: Any) -> None:
     LOG.info("realbogus_docs: %d model card page(s) in %s", len(wanted), out_dir)
 
 
+def clean_api_pages(app: Any, config: Any) -> None:
+    """Remove the pages sphinx-automodapi generated last time (stale pages of removed objects
+    would otherwise warn "document isn't included in any toctree")."""
+    import shutil
+
+    api = Path(app.srcdir) / config.automodapi_toctreedirnm
+    if api.is_dir() and api.resolve().is_relative_to(Path(app.srcdir).resolve()):
+        shutil.rmtree(api)
+
+
 def exclude_missing_task_pages(app: Any, config: Any) -> None:
     for page, module in TASK_PAGES.items():
         try:
@@ -862,6 +875,7 @@ def setup(app: Any) -> dict[str, Any]:
     app.add_directive("rb-bench", BenchDirective)
     app.add_directive("rb-argparse", ArgparseDirective)
     app.add_directive("rb-dataclass-fields", DataclassFieldsDirective)
+    app.connect("config-inited", clean_api_pages)
     app.connect("config-inited", write_model_pages)
     app.connect("config-inited", exclude_missing_task_pages)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
