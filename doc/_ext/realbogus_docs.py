@@ -97,6 +97,30 @@ def esc(value: Any) -> str:
     return _RST_SPECIAL.sub(r"\\\1", text)
 
 
+_DOC_TOKENS = re.compile(r"(``[^`]+``|`[^`]+`)")
+
+
+def doc_text(value: Any) -> str:
+    """Render docstring text for a table cell: ````literals```` are kept, ```references``` become
+    literals (no cross-reference can fail), everything else is escaped."""
+    text = " ".join(str(value).split())
+    out = []
+    for token in _DOC_TOKENS.split(text):
+        if token.startswith("``") and token.endswith("``") and len(token) > 4:
+            piece = token
+        elif token.startswith("`") and token.endswith("`") and len(token) > 2:
+            piece = "``" + token.strip("`").lstrip("~") + "``"
+        else:
+            piece = _RST_SPECIAL.sub(r"\\\1", token)
+            # Inline markup must be separated from surrounding word characters.
+            if out and piece[:1].isalnum():
+                piece = "\\ " + piece
+        if piece.startswith("``") and out and out[-1][-1:].isalnum():
+            piece = "\\ " + piece
+        out.append(piece)
+    return "".join(out)
+
+
 def lit(value: Any) -> str:
     """Inline literal."""
     text = " ".join(str(value).split())
@@ -225,11 +249,11 @@ class TaskConfigDirective(RstDirective):
         for name, field in config_class._fields.items():
             if name == "connections":
                 continue
-            doc = esc(getattr(field, "doc", "") or "")
+            doc = doc_text(getattr(field, "doc", "") or "")
             allowed = getattr(field, "allowed", None)
             if allowed:
                 choices = "; ".join(
-                    f"{lit(repr(k))}: {esc(v)}" for k, v in allowed.items() if k is not None
+                    f"{lit(repr(k))}: {doc_text(v)}" for k, v in allowed.items() if k is not None
                 )
                 doc = f"{doc} Allowed: {choices}."
             if getattr(field, "optional", False):
@@ -285,7 +309,7 @@ class TaskConnectionsDirective(RstDirective):
                     lit(conn.name),
                     lit(conn.storageClass),
                     esc(cdims_text),
-                    esc(getattr(conn, "doc", "") or ""),
+                    doc_text(getattr(conn, "doc", "") or ""),
                 ]
             )
         lines = [
@@ -769,7 +793,7 @@ class DataclassFieldsDirective(RstDirective):
             else:
                 default = "(required)"
             doc = " ".join(docs.get((cls.__qualname__, f.name), [])) or section_docs.get(f.name, "")
-            rows.append([lit(f.name), default, esc(doc)])
+            rows.append([lit(f.name), default, doc_text(doc)])
         return list_table(["Field", "Default", "Meaning"], rows, widths="25 20 55")
 
 
