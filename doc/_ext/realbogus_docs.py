@@ -253,7 +253,7 @@ class TaskConfigDirective(RstDirective):
             allowed = getattr(field, "allowed", None)
             if allowed:
                 choices = "; ".join(
-                    f"{lit(repr(k))}: {doc_text(v)}" for k, v in allowed.items() if k is not None
+                    f"{lit(repr(k))}: {doc_text(str(v).rstrip('.'))}" for k, v in allowed.items() if k is not None
                 )
                 doc = f"{doc} Allowed: {choices}."
             if getattr(field, "optional", False):
@@ -261,9 +261,9 @@ class TaskConfigDirective(RstDirective):
             rows.append([lit(name), esc(_field_type(field)), _field_default(field), doc])
         lines = list_table(["Field", "Type", "Default", "Description"], rows, widths="18 12 15 55")
         lines += [
-            "The ``connections`` field (dataset type names of the connections below) is omitted.",
-            f"Retarget or override these in a pipeline YAML ``config:`` block or with "
-            f"``pipetask run -c {getattr(task, '_DefaultName', 'label')}:FIELD=VALUE``.",
+            "The ``connections`` field (the dataset type names of the connections above) is omitted.  "
+            "Override fields in a pipeline YAML ``config:`` block or with "
+            "``pipetask run -c <label>:FIELD=VALUE``.",
             "",
         ]
         return lines
