@@ -71,7 +71,10 @@ suppress_warnings = [
 # External types: no intersphinx (offline build), so nitpicky references to other
 # projects' objects are ignored here.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(numpy|np|torch|nn|astropy|scipy|sklearn|matplotlib|pyarrow|pandas|galsim|safetensors|onnxruntime|parsl|hypothesis|pytest)(\..*)?"),
+    (
+        r"py:.*",
+        r"(numpy|np|torch|nn|astropy|scipy|sklearn|matplotlib|pyarrow|pandas|galsim|safetensors|onnxruntime|parsl|hypothesis|pytest)(\..*)?",
+    ),
     (r"py:.*", r"lsst\.(daf|pipe|pex|images|utils|afw|ctrl|resources|sphgeom|obs)(\..*)?"),
     (r"py:.*", r"(os|pathlib|collections|typing|dataclasses|logging|argparse|concurrent|enum|abc)\..*"),
     (r"py:class", r"(array-like|array_like|optional|callable|iterable|sequence|mapping|path-like)"),

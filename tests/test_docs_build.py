@@ -52,8 +52,19 @@ def _parse_rst(lines: list[str]) -> str:
 def test_docs_build_without_warnings(tmp_path: Path) -> None:
     """``sphinx-build -W -n --keep-going -b html doc <tmp>`` succeeds."""
     cmd = [
-        sys.executable, "-m", "sphinx", "-W", "-n", "--keep-going", "-q", "-b", "html",
-        "-d", str(tmp_path / "doctrees"), str(DOC), str(tmp_path / "html"),
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-W",
+        "-n",
+        "--keep-going",
+        "-q",
+        "-b",
+        "html",
+        "-d",
+        str(tmp_path / "doctrees"),
+        str(DOC),
+        str(tmp_path / "html"),
     ]
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -74,7 +85,6 @@ def test_docs_build_without_warnings(tmp_path: Path) -> None:
 
 def _classifier_package(path: Path) -> Path:
     import torch
-
     from lsst.meas.realbogus import metrics
     from lsst.meas.realbogus.architectures import build_architecture
     from lsst.meas.realbogus.model_package import ModelMetadata, save_model_package
@@ -105,17 +115,27 @@ def _classifier_package(path: Path) -> Path:
 
 
 def test_model_card_renders_every_section(tmp_path: Path) -> None:
+    """A classifier's card has every metric section and parses without docutils warnings."""
     ext = _load_ext()
     path = _classifier_package(tmp_path)
     lines = ext.model_card(path)
     text = "\n".join(lines)
-    for expected in ("ROC AUC", "Completeness by SNR", "By population", "Expected calibration error",
-                     "Known limits", "Training history", "Held-out evaluation", "``test1``"):
+    for expected in (
+        "ROC AUC",
+        "Completeness by SNR",
+        "By population",
+        "Expected calibration error",
+        "Known limits",
+        "Training history",
+        "Held-out evaluation",
+        "``test1``",
+    ):
         assert expected in text, expected
     assert _parse_rst(lines) == ""
 
 
 def test_model_card_of_unreadable_file_is_a_note(tmp_path: Path) -> None:
+    """An unreadable package gives a note on its card, not a build failure."""
     ext = _load_ext()
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"\x80\x04not a model")
@@ -124,17 +144,27 @@ def test_model_card_of_unreadable_file_is_a_note(tmp_path: Path) -> None:
     assert _parse_rst(lines) == ""
 
 
-def test_bench_tables_render(tmp_path: Path) -> None:
+def test_bench_tables_render() -> None:
+    """Every section of a benchmark JSON renders as valid rst."""
     ext = _load_ext()
     data = {
         "config": {"threads": 1, "image_size": 4096},
         "machine": {"cpu_count": 2},
         "sgemm_gflops": 76.4,
         "cutouts": [{"n": 100, "ours_rate": 3.3e4, "ours_batched_rate": 3.8e4, "incumbent_rate": 1.8e4}],
-        "models": [{"architecture": "rb3_cnn", "backend": "torch", "flops_per_source": 2628416,
-                    "rate": 15241.5, "gflops": 40.1, "fraction_of_peak": 0.52}],
-        "end_to_end": [{"n": 100, "ours (RealBogusModel, torch)": {"rate": 6636.6},
-                        "incumbent": {"rate": 1934.0}}],
+        "models": [
+            {
+                "architecture": "rb3_cnn",
+                "backend": "torch",
+                "flops_per_source": 2628416,
+                "rate": 15241.5,
+                "gflops": 40.1,
+                "fraction_of_peak": 0.52,
+            }
+        ],
+        "end_to_end": [
+            {"n": 100, "ours (RealBogusModel, torch)": {"rate": 6636.6}, "incumbent": {"rate": 1934.0}}
+        ],
         "breakdown": {"n": 10000, "ours": {"cutouts": 0.36, "model": 0.71}},
         "what_if": [{"n": 10000, "size": 41, "max_stat_pixels": 256, "rate": 12210.6, "ratio": 6.28}],
         "memory": {"n": 100000, "image_bytes": 335544320, "ours": 8192},
@@ -144,3 +174,23 @@ def test_bench_tables_render(tmp_path: Path) -> None:
     text = "\n".join(lines)
     assert "Cutout extraction" in text and "End to end per detector" in text
     assert _parse_rst(lines) == ""
+
+
+def test_missing_task_module_leaves_its_page_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task page whose module does not exist is excluded from the build (no warning)."""
+    ext = _load_ext()
+    monkeypatch.setitem(ext.TASK_PAGES, "NotYetWrittenTask", "lsst.meas.realbogus.tasks.not_yet_written")
+
+    class _Config:
+        exclude_patterns: list[str] = []
+
+    config = _Config()
+    ext.exclude_missing_task_pages(None, config)
+    assert config.exclude_patterns == [f"{ext.TASK_DIR}/NotYetWrittenTask.rst"]
+
+
+def test_bench_tables_of_empty_results() -> None:
+    """An empty or partial benchmark JSON renders nothing rather than failing."""
+    ext = _load_ext()
+    assert ext.bench_tables({}) == []
+    assert _parse_rst(ext.bench_tables({"summary": {"best": "ours"}, "cutouts": []})) == ""

@@ -102,7 +102,8 @@ _DOC_TOKENS = re.compile(r"(``[^`]+``|`[^`]+`)")
 
 def doc_text(value: Any) -> str:
     """Render docstring text for a table cell: ````literals```` are kept, ```references``` become
-    literals (no cross-reference can fail), everything else is escaped."""
+    literals (no cross-reference can fail), everything else is escaped.
+    """
     text = " ".join(str(value).split())
     out = []
     for token in _DOC_TOKENS.split(text):
@@ -165,6 +166,7 @@ def list_table(header: list[str], rows: list[list[str]], title: str = "", widths
 
 
 def heading(text: str, char: str) -> list[str]:
+    """Return the lines of a section title."""
     return [text, char * max(len(text), 3), ""]
 
 
@@ -177,18 +179,18 @@ class RstDirective(Directive):
     final_argument_whitespace = True
 
     def render(self) -> list[str]:
+        """Return the rst lines to parse in place of the directive."""
         raise NotImplementedError
 
     def run(self) -> list[nodes.Node]:
+        """Parse the rendered lines and return their nodes."""
         # Generated content depends on code, data and the set of documents: re-read the page
         # on every build, also incremental ones.
         self.state.document.settings.env.note_reread()
         lines = self.render()
         container = nodes.container()
         source = self.state.document.current_source or ""
-        nested_parse_with_titles(
-            self.state, StringList(lines, source=f"{source}:<{self.name}>"), container
-        )
+        nested_parse_with_titles(self.state, StringList(lines, source=f"{source}:<{self.name}>"), container)
         return container.children
 
 
@@ -198,6 +200,7 @@ class RstDirective(Directive):
 
 
 def import_object(path: str) -> Any:
+    """Import ``module.attribute`` given its dotted path."""
     module_name, _, attr = path.rpartition(".")
     return getattr(importlib.import_module(module_name), attr)
 
@@ -238,6 +241,7 @@ class TaskConfigDirective(RstDirective):
     optional_arguments = 0
 
     def render(self) -> list[str]:
+        """Return the rst lines to parse in place of the directive."""
         path = self.arguments[0]
         try:
             task = import_object(path)
@@ -253,7 +257,9 @@ class TaskConfigDirective(RstDirective):
             allowed = getattr(field, "allowed", None)
             if allowed:
                 choices = "; ".join(
-                    f"{lit(repr(k))}: {doc_text(str(v).rstrip('.'))}" for k, v in allowed.items() if k is not None
+                    f"{lit(repr(k))}: {doc_text(str(v).rstrip('.'))}"
+                    for k, v in allowed.items()
+                    if k is not None
                 )
                 doc = f"{doc} Allowed: {choices}."
             if getattr(field, "optional", False):
@@ -279,6 +285,7 @@ class TaskConnectionsDirective(RstDirective):
     optional_arguments = 0
 
     def render(self) -> list[str]:
+        """Return the rst lines to parse in place of the directive."""
         path = self.arguments[0]
         try:
             task = import_object(path)
@@ -286,10 +293,21 @@ class TaskConnectionsDirective(RstDirective):
         except Exception as err:  # noqa: BLE001
             LOG.info("rb-task-connections: %s not importable (%s); rendering a note", path, err)
             return [".. note::", "", f"   ``{path}`` could not be imported when this page was built.", ""]
-        order = ("instrument", "skymap", "tract", "patch", "band", "physical_filter", "exposure", "visit",
-                 "detector")
-        dims = sorted(getattr(connections_class, "dimensions", ()),
-                      key=lambda d: (order.index(d) if d in order else len(order), d))
+        order = (
+            "instrument",
+            "skymap",
+            "tract",
+            "patch",
+            "band",
+            "physical_filter",
+            "exposure",
+            "visit",
+            "detector",
+        )
+        dims = sorted(
+            getattr(connections_class, "dimensions", ()),
+            key=lambda d: (order.index(d) if d in order else len(order), d),
+        )
         rows = []
         for name, conn in connections_class.allConnections.items():
             kind = type(conn).__name__
@@ -347,6 +365,7 @@ class OptionalTocTree(RstDirective):
     }
 
     def render(self) -> list[str]:
+        """Return the rst lines to parse in place of the directive."""
         env = self.state.document.settings.env
         here = env.docname.rpartition("/")[0]
         found = env.found_docs
@@ -408,9 +427,25 @@ def render_value_tables(data: dict[str, Any], title_char: str, skip: tuple[str, 
 
 # Column order of the tables of known metrics (JSON metadata is stored with sorted keys).
 PREFERRED_COLUMNS = (
-    "epoch", "bin_low", "bin_high", "snr_median", "n", "n_real", "n_bogus", "n_selected", "count",
-    "completeness", "completeness_err", "recall", "rejection", "mean_predicted", "fraction_real",
-    "threshold", "purity", "target_purity", "reached",
+    "epoch",
+    "bin_low",
+    "bin_high",
+    "snr_median",
+    "n",
+    "n_real",
+    "n_bogus",
+    "n_selected",
+    "count",
+    "completeness",
+    "completeness_err",
+    "recall",
+    "rejection",
+    "mean_predicted",
+    "fraction_real",
+    "threshold",
+    "purity",
+    "target_purity",
+    "reached",
 )
 
 
@@ -471,10 +506,13 @@ _HEADLINE = (
 
 
 def render_metrics(metrics: dict[str, Any], char: str) -> list[str]:
+    """Render a metrics dict: headline table, other scalars, then one table per structure."""
     lines: list[str] = []
     head = [(label, metrics[k]) for k, label in _HEADLINE if k in metrics]
     if head:
-        lines += list_table(["Metric", "Value"], [[esc(label), fmt_num(v)] for label, v in head], widths="50 50")
+        lines += list_table(
+            ["Metric", "Value"], [[esc(label), fmt_num(v)] for label, v in head], widths="50 50"
+        )
     rest = {k: v for k, v in metrics.items() if k not in dict(_HEADLINE)}
     titles = {
         "completeness_vs_snr": "Completeness by SNR",
@@ -484,8 +522,9 @@ def render_metrics(metrics: dict[str, Any], char: str) -> list[str]:
     }
     scalars = {k: v for k, v in rest.items() if _is_scalar(v)}
     if scalars:
-        lines += list_table(["Quantity", "Value"], [[lit(k), fmt_num(v)] for k, v in scalars.items()],
-                            widths="50 50")
+        lines += list_table(
+            ["Quantity", "Value"], [[lit(k), fmt_num(v)] for k, v in scalars.items()], widths="50 50"
+        )
     for key, value in rest.items():
         if _is_scalar(value):
             continue
@@ -516,8 +555,12 @@ def model_card(path: Path) -> list[str]:
         ("Input channels (in order)", ", ".join(lit(c) for c in md.channels)),
         ("Network input channels", f"{md.input_channels}"),
         ("Cutout size", f"{md.cutout_size} × {md.cutout_size} pixels"),
-        ("Normalisation", lit(md.normalization.method) + " — "
-         + ", ".join(f"{lit(k)}: {lit(v)}" for k, v in norm.items() if k != "method")),
+        (
+            "Normalisation",
+            lit(md.normalization.method)
+            + " — "
+            + ", ".join(f"{lit(k)}: {lit(v)}" for k, v in norm.items() if k != "method"),
+        ),
         ("Output activation", lit(md.output_activation)),
         ("Symmetric (dihedral invariance claimed)", str(md.symmetric)),
         ("Operating threshold", fmt_num(md.threshold)),
@@ -527,8 +570,9 @@ def model_card(path: Path) -> list[str]:
         ("Weights SHA-256", lit(md.weights_sha256)),
         ("Package format version", str(md.format_version)),
     ]
-    lines = list_table(["Property", "Value"], [[esc(k) if "``" not in k else k, v] for k, v in rows],
-                       widths="35 65")
+    lines = list_table(
+        ["Property", "Value"], [[esc(k) if "``" not in k else k, v] for k, v in rows], widths="35 65"
+    )
     lines += heading("Known limits", "-")
     lines += [KNOWN_LIMITS.get(path.stem, GENERIC_LIMITS), ""]
     lines += heading("Metrics (stored in the package)", "-")
@@ -573,12 +617,14 @@ class ModelCardDirective(RstDirective):
     optional_arguments = 0
 
     def render(self) -> list[str]:
+        """Return the rst lines to parse in place of the directive."""
         path = Path(self.arguments[0])
         self.state.document.settings.env.note_dependency(str(path))
         return model_card(path)
 
 
 def model_files(app: Any) -> list[Path]:
+    """Return the model package files to document."""
     files: list[Path] = []
     for d in app.config.realbogus_model_dirs:
         files += sorted(Path(d).glob("*.safetensors"))
@@ -593,6 +639,7 @@ def _display(path: Path, app: Any) -> str:
 
 
 def write_model_pages(app: Any, config: Any) -> None:
+    """Write one page per model package (``config-inited``); remove stale ones."""
     out_dir = Path(app.srcdir) / MODEL_PAGE_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted: dict[str, str] = {}
@@ -607,7 +654,8 @@ def write_model_pages(app: Any, config: Any) -> None:
                 title,
                 "=" * len(title),
                 "",
-                f"Generated from the metadata of ``{_display(path, app)}`` when this documentation was built.",
+                f"Generated from the metadata of ``{_display(path, app)}`` when this documentation "
+                "was built.",
                 "",
                 f".. rb-model-card:: {path}",
                 "",
@@ -626,7 +674,8 @@ def write_model_pages(app: Any, config: Any) -> None:
 
 def clean_api_pages(app: Any, config: Any) -> None:
     """Remove the pages sphinx-automodapi generated last time (stale pages of removed objects
-    would otherwise warn "document isn't included in any toctree")."""
+    would otherwise warn "document isn't included in any toctree").
+    """
     import shutil
 
     api = Path(app.srcdir) / config.automodapi_toctreedirnm
@@ -635,6 +684,7 @@ def clean_api_pages(app: Any, config: Any) -> None:
 
 
 def exclude_missing_task_pages(app: Any, config: Any) -> None:
+    """Exclude task pages whose task module cannot be found (an info message, no warning)."""
     for page, module in TASK_PAGES.items():
         try:
             found = importlib.util.find_spec(module) is not None
@@ -655,14 +705,19 @@ def _rate(v: Any) -> str:
 
 
 def bench_tables(data: dict[str, Any]) -> list[str]:
+    """Return the rst tables of a ``bench_speed.py --json`` result."""
     lines: list[str] = []
     cfg = data.get("config", {})
     machine = data.get("machine", {})
     if cfg or machine:
         lines += heading("Run", "-")
-        lines += render_structure({**{f"config.{k}": v for k, v in cfg.items() if _is_scalar(v)},
-                                   **{f"machine.{k}": v for k, v in machine.items() if _is_scalar(v)},
-                                   "sgemm_gflops": data.get("sgemm_gflops")})
+        lines += render_structure(
+            {
+                **{f"config.{k}": v for k, v in cfg.items() if _is_scalar(v)},
+                **{f"machine.{k}": v for k, v in machine.items() if _is_scalar(v)},
+                "sgemm_gflops": data.get("sgemm_gflops"),
+            }
+        )
     summary = data.get("summary")
     if isinstance(summary, dict):
         lines += heading("Summary", "-")
@@ -670,17 +725,33 @@ def bench_tables(data: dict[str, Any]) -> list[str]:
     cut = data.get("cutouts")
     if isinstance(cut, list) and cut:
         lines += heading("Cutout extraction (stamps per second)", "-")
-        rows = [[fmt_num(e.get("n")), _rate(e.get("ours_rate")), _rate(e.get("ours_batched_rate")),
-                 _rate(e.get("incumbent_rate"))] for e in cut]
+        rows = [
+            [
+                fmt_num(e.get("n")),
+                _rate(e.get("ours_rate")),
+                _rate(e.get("ours_batched_rate")),
+                _rate(e.get("incumbent_rate")),
+            ]
+            for e in cut
+        ]
         lines += list_table(["sources", "ours", "ours, batched", "incumbent"], rows)
     models = data.get("models")
     if isinstance(models, list) and models:
         lines += heading("Model throughput (stamps per second)", "-")
-        rows = [[lit(e.get("architecture")), lit(e.get("backend")), fmt_num(e.get("flops_per_source")),
-                 _rate(e.get("rate")), fmt_num(e.get("gflops")), fmt_num(e.get("fraction_of_peak"))]
-                for e in models]
-        lines += list_table(["architecture", "backend", "FLOPs / source", "rate", "GFLOP/s",
-                             "fraction of sgemm peak"], rows)
+        rows = [
+            [
+                lit(e.get("architecture")),
+                lit(e.get("backend")),
+                fmt_num(e.get("flops_per_source")),
+                _rate(e.get("rate")),
+                fmt_num(e.get("gflops")),
+                fmt_num(e.get("fraction_of_peak")),
+            ]
+            for e in models
+        ]
+        lines += list_table(
+            ["architecture", "backend", "FLOPs / source", "rate", "GFLOP/s", "fraction of sgemm peak"], rows
+        )
     e2e = data.get("end_to_end")
     if isinstance(e2e, list) and e2e:
         lines += heading("End to end per detector (sources per second)", "-")
@@ -698,20 +769,35 @@ def bench_tables(data: dict[str, Any]) -> list[str]:
             stages: list[str] = []
             for v in per.values():
                 stages += [s for s in v if s not in stages]
-            rows = [[esc(k)] + [fmt_num(1e6 * v.get(s, math.nan) / n) for s in stages]
-                    + [fmt_num(1e6 * sum(v.values()) / n)] for k, v in per.items()]
+            rows = [
+                [esc(k)]
+                + [fmt_num(1e6 * v.get(s, math.nan) / n) for s in stages]
+                + [fmt_num(1e6 * sum(v.values()) / n)]
+                for k, v in per.items()
+            ]
             lines += list_table(["scorer"] + [lit(s) for s in stages] + ["sum"], rows)
     wi = data.get("what_if")
     if isinstance(wi, list) and wi:
         lines += heading("What-if: other package settings", "-")
-        rows = [[fmt_num(e.get("n")), fmt_num(e.get("size")), fmt_num(e.get("max_stat_pixels")),
-                 _rate(e.get("rate")), fmt_num(e.get("ratio"))] for e in wi]
+        rows = [
+            [
+                fmt_num(e.get("n")),
+                fmt_num(e.get("size")),
+                fmt_num(e.get("max_stat_pixels")),
+                _rate(e.get("rate")),
+                fmt_num(e.get("ratio")),
+            ]
+            for e in wi
+        ]
         lines += list_table(["sources", "crop", "max_stat_pixels", "sources/s", "× incumbent"], rows)
     mem = data.get("memory")
     if isinstance(mem, dict) and mem:
         lines += heading("Peak memory above the images", "-")
-        rows = [[esc(k), fmt_num(v / 2**20 if k != "n" and k != "incumbent_n" else v)]
-                for k, v in mem.items() if isinstance(v, int | float)]
+        rows = [
+            [esc(k), fmt_num(v / 2**20 if k != "n" and k != "incumbent_n" else v)]
+            for k, v in mem.items()
+            if isinstance(v, int | float)
+        ]
         lines += list_table(["quantity", "value (MiB, counts as is)"], rows)
     return lines
 
@@ -723,6 +809,7 @@ class BenchDirective(RstDirective):
     optional_arguments = 1
 
     def render(self) -> list[str]:
+        """Return the rst lines to parse in place of the directive."""
         env = self.state.document.settings.env
         arg = self.arguments[0] if self.arguments else env.config.realbogus_bench_json
         path = Path(arg)
@@ -762,6 +849,7 @@ class DataclassFieldsDirective(RstDirective):
     optional_arguments = 0
 
     def render(self) -> list[str]:
+        """Return the rst lines to parse in place of the directive."""
         import dataclasses
 
         from sphinx.pycode import ModuleAnalyzer
@@ -809,6 +897,7 @@ class ArgparseDirective(RstDirective):
     optional_arguments = 1
 
     def render(self) -> list[str]:
+        """Return the rst lines to parse in place of the directive."""
         module_name = self.arguments[0]
         try:
             parser = importlib.import_module(module_name).build_parser()
@@ -889,6 +978,7 @@ def resolve_short_reference(app: Any, env: Any, node: Any, contnode: Any) -> Any
 
 
 def setup(app: Any) -> dict[str, Any]:
+    """Register the directives, configuration values and event handlers."""
     app.connect("missing-reference", resolve_short_reference)
     app.add_config_value("realbogus_model_dirs", [], "env")
     app.add_config_value("realbogus_bench_json", "", "env")
