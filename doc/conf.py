@@ -47,7 +47,7 @@ primary_domain = "py"
 
 exclude_patterns = ["_build", "changes", "**/.ipynb_checkpoints"]
 templates_path: list[str] = []
-html_static_path: list[str] = []
+html_static_path: list[str] = []  # no custom static files
 html_theme = "alabaster"
 html_title = f"meas_realbogus {release}"
 html_theme_options = {"description": "Deep-learning real/bogus reliability for Rubin Alert Production"}
