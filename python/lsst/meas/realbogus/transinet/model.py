@@ -21,8 +21,8 @@ DEFAULT_MODEL_FILE = "transinet_default.safetensors"
 
 DEFAULT_MODEL_COMMAND = (
     "python -m lsst.meas.realbogus.transinet.train_cli --checkpoint-dir /tmp/tn_ckpt "
-    "--n-train 32 --epochs 28 --patience 28 --lr-schedule cosine --version tn0.2 "
-    "--thresholds 0.3 0.4 0.5 0.6 0.7 --threshold 0.7 "
+    "--n-train 32 --epochs 28 --patience 28 --lr-schedule cosine --target-core-radius 1.0 "
+    "--artifact-weight 10 --version tn0.3 --thresholds 0.5 0.6 0.7 0.8 0.9 --threshold 0.8 "
     "--output python/lsst/meas/realbogus/data/transinet_default.safetensors --report transinet_report.json"
 )
 """Command that reproduces the default model (resumable: re-run with the same checkpoint directory)."""
