@@ -70,10 +70,10 @@ KNOWN_LIMITS: dict[str, str] = {
     ),
     "transinet_default": (
         "A deliberately **small** end-to-end TransiNet (U-Net on template and science, no "
-        "difference image), trained briefly on synthetic crops to demonstrate the path; its "
-        "completeness and false positives per detector are far from the difference-image "
-        "pipeline's.  It is a segmentation model (``kind: segmentation``): it is used by "
-        "``TransiNetDetectTask`` and cannot be loaded by ``RBTransiNetTask`` or "
+        "difference image) trained on the package's simulated survey only; its metrics below are "
+        "measured on simulated detectors, and its comparison with the difference-image path is "
+        "on the TransiNet page.  It is a segmentation model (``kind: segmentation``): it is used "
+        "by ``TransiNetDetectTask`` and cannot be loaded by ``RBTransiNetTask`` or "
         "`lsst.meas.realbogus.load_model`, which need a classifier."
     ),
 }
