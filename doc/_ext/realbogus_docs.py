@@ -482,11 +482,19 @@ def render_structure(value: Any) -> list[str]:
             cols = _ordered(cols)
             rows = [[fmt_num(v.get(c)) for c in cols] for v in value]
             return list_table([lit(c) for c in cols], rows)
-    # flat dict
-    if isinstance(value, dict) and all(_is_scalar(v) for v in value.values()):
+
+    # flat dict (values scalars or lists of scalars)
+    def flat(v: Any) -> bool:
+        return _is_scalar(v) or (isinstance(v, list) and all(_is_scalar(x) for x in v))
+
+    if isinstance(value, dict) and all(flat(v) for v in value.values()):
         if not value:
             return ["(empty)", ""]
-        return list_table(["Key", "Value"], [[lit(k), fmt_num(v)] for k, v in value.items()], widths="40 60")
+
+        def cell(v: Any) -> str:
+            return ", ".join(fmt_num(x) for x in v) if isinstance(v, list) else fmt_num(v)
+
+        return list_table(["Key", "Value"], [[lit(k), cell(v)] for k, v in value.items()], widths="40 60")
     if isinstance(value, list) and all(_is_scalar(v) for v in value):
         return [", ".join(fmt_num(v) for v in value) or "(empty)", ""]
     return _json_block(value)
