@@ -108,7 +108,6 @@ def train_classic(out_dir: str | Path, *, size: int = 1024, n_visits: int = 20, 
         ``{"classifier3": ..., "classifier1": ...}``.
     """
     import torch
-
     from lsst.meas.realbogus.model_package import save_model_package
     from lsst.meas.realbogus.training import TrainingConfig, train_classifier
     from lsst.meas.realbogus.training_set import simulate_candidate_sets
@@ -198,7 +197,8 @@ def _process_visit(sim: Any, classifiers: dict[str, Any], transinet: Any, match_
     truth = sim.truth[np.asarray(sim.truth["category"]).astype(str) == "transient"]
     tx, ty = np.asarray(truth["x"], float), np.asarray(truth["y"], float)
     detected = match_detections(x, y, tx, ty, match_radius) >= 0
-    return _VisitResult(tx, ty, np.abs(np.asarray(truth["snr"], float)), np.asarray(truth["type"]).astype(str),
+    return _VisitResult(tx, ty, np.abs(np.asarray(truth["snr"], float)),
+                        np.asarray(truth["type"]).astype(str),
                         detected, cands)
 
 
@@ -277,7 +277,6 @@ def evaluate(*, classifier3: str, classifier1: str, transinet: str | None = None
         Everything written to the JSON file.
     """
     import torch
-
     from lsst.meas.realbogus.scoring import load_model
     from lsst.meas.realbogus.simulation import simulate_visit
     from lsst.meas.realbogus.transinet.model import TransiNetModel
@@ -316,7 +315,8 @@ def evaluate(*, classifier3: str, classifier1: str, transinet: str | None = None
     for label, rb3_threshold in (("matched FP", recommended["classic_rb3"]), ("matched FP (rb3@0.5)", 0.5)):
         target = _summary(results, "classic_rb3", rb3_threshold, match_radius)["fp_per_detector"]
         for m in METHODS:
-            thr = rb3_threshold if m == "classic_rb3" else _matched_threshold(results, m, target, match_radius)
+            thr = (rb3_threshold if m == "classic_rb3"
+                   else _matched_threshold(results, m, target, match_radius))
             if label == "matched FP":
                 matched[m] = thr
             rows.append((label, _summary(results, m, thr, match_radius)))
@@ -336,7 +336,8 @@ def evaluate(*, classifier3: str, classifier1: str, transinet: str | None = None
             "transinet_only_not_5sigma_detected": int((f_tn & ~det5).sum()),
             "classic_rb3_only": int((f_rb3 & ~f_tn).sum()),
             "classic_rb3_only_snr_ge_6": int((f_rb3 & ~f_tn & high).sum()),
-            "transinet_only_by_type": {t: int((f_tn & ~f_rb3 & (types == t)).sum()) for t in np.unique(types)},
+            "transinet_only_by_type": {t: int((f_tn & ~f_rb3 & (types == t)).sum())
+                                       for t in np.unique(types)},
             "classic_rb3_only_by_type": {t: int((f_rb3 & ~f_tn & (types == t)).sum())
                                          for t in np.unique(types)},
         }
@@ -372,7 +373,7 @@ def evaluate(*, classifier3: str, classifier1: str, transinet: str | None = None
 
 
 def _csv(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
-    """The table as CSV (for ``.. csv-table::`` in the documentation)."""
+    """Return the table as CSV (for ``.. csv-table::`` in the documentation)."""
     import csv
     import io
 
@@ -457,7 +458,6 @@ def speed(*, size: int = 4096, threads: int = 2, repeats: int = 2, transinet: st
     import os
 
     import torch
-
     from lsst.meas.realbogus.transinet.model import TransiNetModel
 
     torch.set_num_threads(threads)

@@ -1,5 +1,6 @@
 """bench/compare_approaches.py: operating-point logic on hand-made candidates, and one tiny
-end-to-end evaluation (simulate, difference, detect, classify, TransiNet) writing table, JSON and plot."""
+end-to-end evaluation (simulate, difference, detect, classify, TransiNet) writing table, JSON and plot.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ BENCH = Path(__file__).parents[1] / "bench" / "compare_approaches.py"
 
 @pytest.fixture(scope="module")
 def compare():
+    """Import bench/compare_approaches.py as a module."""
     spec = importlib.util.spec_from_file_location("compare_approaches", BENCH)
     module = importlib.util.module_from_spec(spec)
     sys.modules["compare_approaches"] = module
@@ -25,6 +27,7 @@ def compare():
 
 
 def _visit(compare, truth_xy, candidates, snr=None, types=None):
+    """Return visit."""
     truth_xy = np.asarray(truth_xy, float).reshape(-1, 2)
     n = len(truth_xy)
     return compare._VisitResult(
@@ -37,6 +40,7 @@ def _visit(compare, truth_xy, candidates, snr=None, types=None):
 
 
 def test_found_and_false_positives(compare):
+    """Completeness, false positives and per-type numbers on hand-made candidates."""
     # Two transients; method "a" has a hit on the first (score 0.9), a hit on the second (0.4) and
     # two false positives (0.8, 0.2).
     cands = {"a": ([10.0, 50.5, 100.0, 200.0], [10.0, 50.0, 100.0, 200.0], [0.9, 0.4, 0.8, 0.2])}
@@ -56,6 +60,7 @@ def test_found_and_false_positives(compare):
 
 
 def test_matched_threshold_is_lowest_meeting_target(compare):
+    """The matched threshold is the lowest one meeting the false-positive target."""
     rng = np.random.default_rng(1)
     cands = {"a": (rng.uniform(300, 900, 40), rng.uniform(300, 900, 40), rng.uniform(0, 1, 40))}
     results = [_visit(compare, [[10, 10]], cands), _visit(compare, [[20, 20]], cands)]
@@ -71,6 +76,7 @@ def test_matched_threshold_is_lowest_meeting_target(compare):
 
 @pytest.mark.slow
 def test_tiny_end_to_end(compare, tmp_path):
+    """Evaluate one tiny held-out visit end to end and check the written table, JSON and plot."""
     c3 = make_model_file(tmp_path / "c3.safetensors", version="c3", threshold=0.5)
     c1 = make_model_file(tmp_path / "c1.safetensors", channels=["difference"], version="c1", threshold=0.5)
     report = compare.evaluate(classifier3=str(c3), classifier1=str(c1), size=256, n_visits=1,

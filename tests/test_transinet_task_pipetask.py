@@ -1,5 +1,6 @@
 """`pipetask run` of the TransiNet path side by side with differencing on a tiny simulated repo
-(pipelines/SimulatedAPBothPaths.yaml), and the pipeline definitions themselves."""
+(pipelines/SimulatedAPBothPaths.yaml), and the pipeline definitions themselves.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from lsst.daf.butler import Butler
+from lsst.meas.realbogus.ids import unpack_source_id
 from lsst.pipe.base import Pipeline
 from test_rb_task_support import DATA_ID, make_sim_only_repo
-
-from lsst.meas.realbogus.ids import unpack_source_id
 
 PIPELINES = Path(__file__).parents[1] / "pipelines"
 
@@ -23,6 +23,7 @@ def _pipetask() -> str:
 
 
 def test_both_paths_pipeline_has_both_paths_on_the_same_inputs():
+    """SimulatedAPBothPaths has differencing and TransiNet reading the same science/template inputs."""
     pipeline = Pipeline.from_uri(str(PIPELINES / "SimulatedAPBothPaths.yaml"))
     graph = pipeline.to_graph()
     labels = set(graph.tasks)
@@ -39,6 +40,7 @@ def test_both_paths_pipeline_has_both_paths_on_the_same_inputs():
 
 
 def test_transinet_pipeline_alone():
+    """TransiNet.yaml holds only transiNetDetect with the packaged model and one thread."""
     pipeline = Pipeline.from_uri(str(PIPELINES / "TransiNet.yaml"))
     assert set(pipeline.task_labels) == {"transiNetDetect"}
     config = pipeline.to_graph().tasks["transiNetDetect"].config
@@ -48,6 +50,7 @@ def test_transinet_pipeline_alone():
 
 @pytest.mark.slow
 def test_pipetask_both_paths(tmp_path):
+    """Run #diffim,transinet of SimulatedAPBothPaths with pipetask and read every output back."""
     make_sim_only_repo(tmp_path / "repo", size=160)
     command = [_pipetask(), "run", "-b", str(tmp_path / "repo"), "-i", "SimCam/sim", "-o", "test/both",
                "-p", f"{PIPELINES / 'SimulatedAPBothPaths.yaml'}#diffim,transinet",

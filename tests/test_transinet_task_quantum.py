@@ -1,14 +1,12 @@
 """TransiNetDetectTask: connections, config validation, quanta on a real temporary Butler repo,
-NaN regions and empty results."""
+NaN regions and empty results.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from lsst.daf.butler import Butler, DatasetType
-from lsst.pipe.base import testUtils
-from test_rb_task_support import DATA_ID, make_sim_only_repo
-
 from lsst.meas.realbogus.butler.ingest_model import ingest_model_package
 from lsst.meas.realbogus.ids import make_source_ids
 from lsst.meas.realbogus.tasks import transinet_detect
@@ -18,18 +16,22 @@ from lsst.meas.realbogus.tasks.transinet_detect import (
     make_transinet_catalog,
 )
 from lsst.meas.realbogus.transinet.model import DEFAULT_MODEL_FILE, TransiNetModel
+from lsst.pipe.base import testUtils
+from test_rb_task_support import DATA_ID, make_sim_only_repo
 
 RUN = "SimCam/sim"
 COLUMNS = ["id", "visit", "detector", "x", "y", "ra", "dec", "peak_score", "flux", "flux_err", "snr",
            "flag_edge", "flag_nan"]
 
 def _default_model_path():
+    """Return default model path."""
     from importlib.resources import files
 
     return files("lsst.meas.realbogus").joinpath("data", DEFAULT_MODEL_FILE)
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
+    """Build a tiny simulated repo with the default TransiNet ingested as transinet_model."""
     root = tmp_path_factory.mktemp("tn_quantum")
     make_sim_only_repo(root / "repo", size=192)
     butler = Butler.from_config(str(root / "repo"), writeable=True, run=RUN, collections=[RUN])
@@ -38,7 +40,8 @@ def repo(tmp_path_factory):
         ("transinet_score_image", ("instrument", "visit", "detector"), "ImageV2"),
         ("dia_source_transinet", ("instrument", "visit", "detector"), "ArrowAstropy"),
     ):
-        butler.registry.registerDatasetType(DatasetType(name, dims, storage_class, universe=butler.dimensions))
+        dataset_type = DatasetType(name, dims, storage_class, universe=butler.dimensions)
+        butler.registry.registerDatasetType(dataset_type)
     ingest_model_package(butler, str(_default_model_path()), "tn-test", dataset_type="transinet_model")
     return str(root / "repo")
 
@@ -46,7 +49,7 @@ def _butler(root: str, collections=(RUN,)) -> Butler:
     return Butler.from_config(root, writeable=True, run=RUN, collections=list(collections))
 
 def _butler_in_new_run(root: str, run: str) -> Butler:
-    """A Butler writing to ``run`` with copies of the inputs (testUtils quanta use one RUN)."""
+    """Return a Butler writing to ``run`` with copies of the inputs (testUtils quanta use one RUN)."""
     source = _butler(root, collections=(RUN, "pretrained_models"))
     butler = Butler.from_config(root, writeable=True, run=run, collections=[run])
     for name in ("preliminary_visit_image", "template_detector"):
@@ -61,6 +64,7 @@ def _io_ids(butler: Butler, config: TransiNetDetectConfig) -> dict:
     return {name: expanded for name in names}
 
 def test_connections_follow_config():
+    """Prerequisite, score image and catalogue storage class follow the config."""
     config = TransiNetDetectConfig()
     connections = config.ConnectionsClass(config=config)
     assert connections.inputs == {"science", "template"}
@@ -70,7 +74,8 @@ def test_connections_follow_config():
     assert connections.scoreImage.name == "transinet_score_image"
     assert connections.scoreImage.storageClass == "ImageV2"
 
-    config = TransiNetDetectConfig(modelSource="butler", writeScoreImage=False, outputStorageClass="DataFrame")
+    config = TransiNetDetectConfig(modelSource="butler", writeScoreImage=False,
+                                   outputStorageClass="DataFrame")
     connections = config.ConnectionsClass(config=config)
     assert connections.prerequisiteInputs == {"transinetModel"}
     assert connections.transinetModel.name == "transinet_model"
@@ -86,6 +91,7 @@ def test_connections_follow_config():
     ],
 )
 def test_config_validation(overrides, match):
+    """The config refuses disagreeing modelSource and modelPath."""
     config = TransiNetDetectConfig()
     for key, value in overrides.items():
         setattr(config, key, value)
@@ -93,6 +99,7 @@ def test_config_validation(overrides, match):
         config.validate()
 
 def test_bad_field_values_rejected():
+    """Out-of-range threshold and separation are refused on assignment."""
     config = TransiNetDetectConfig()
     with pytest.raises(Exception, match="threshold"):
         config.threshold = 1.5
@@ -102,11 +109,13 @@ def test_bad_field_values_rejected():
         config.outputStorageClass = "SourceCatalog"
 
 def test_missing_model_file_is_a_clear_error(tmp_path):
+    """A missing model file names the path."""
     config = TransiNetDetectConfig(modelSource="file", modelPath=str(tmp_path / "nope.safetensors"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         TransiNetDetectTask(config=config).load_model()
 
 def test_run_quantum_package_model(repo):
+    """The quantum passes the right objects to run(); outputs round-trip and match run()."""
     butler = _butler(repo)
     config = TransiNetDetectConfig()
     task = TransiNetDetectTask(config=config)
@@ -143,6 +152,7 @@ def test_run_quantum_package_model(repo):
         assert np.isfinite(catalog["ra"]).all() and np.isfinite(catalog["dec"]).all()
 
 def test_run_quantum_butler_model_cached(repo):
+    """A transinet_model dataset is used and its network cached by dataset id."""
     from lsst.daf.butler import DataCoordinate
 
     config = TransiNetDetectConfig(modelSource="butler", writeScoreImage=False)
@@ -168,6 +178,7 @@ def test_run_quantum_butler_model_cached(repo):
     assert models[0] is not models[1]
 
 def test_nan_region_gives_no_nan_outputs(repo):
+    """NaN blocks give a finite score (0 inside), no detections inside, flags next to them."""
     butler = _butler(repo)
     science = butler.get("preliminary_visit_image", DATA_ID)
     template = butler.get("template_detector", DATA_ID)
@@ -193,6 +204,7 @@ def test_nan_region_gives_no_nan_outputs(repo):
     assert np.all(np.asarray(catalog["flag_nan"])[near])
 
 def test_all_nan_science_gives_empty_catalogue_with_all_columns(repo):
+    """A science image without any usable pixel gives a zero score and an empty catalogue."""
     butler = _butler(repo)
     science = butler.get("preliminary_visit_image", DATA_ID)
     template = butler.get("template_detector", DATA_ID)
@@ -205,6 +217,7 @@ def test_all_nan_science_gives_empty_catalogue_with_all_columns(repo):
     assert np.all(np.asarray(result.scoreImage.array) == 0.0)
 
 def test_empty_result_round_trips_with_all_columns(repo):
+    """An empty catalogue is written and read back with every column and dtype."""
     butler = _butler_in_new_run(repo, "test/empty")
     config = TransiNetDetectConfig(threshold=1.0, outputStorageClass="ArrowAstropy")
     task = TransiNetDetectTask(config=config)
@@ -218,6 +231,7 @@ def test_empty_result_round_trips_with_all_columns(repo):
     assert catalog["peak_score"].dtype == np.float32
 
 def test_make_catalog_dtypes_and_snr():
+    """Catalogue ids, dtypes, snr and metadata from hand-made peaks."""
     from astropy.table import Table
 
     peaks = Table({"x": [1.0, 2.0], "y": [3.0, 4.0], "ra": [0.1, 0.2], "dec": [0.3, 0.4],

@@ -1,12 +1,12 @@
 """TransiNet training options used by the shipped default model: flat-top targets and the
-cosine learning-rate schedule (kept in a ``test_transinet_task_*`` module by file ownership)."""
+cosine learning-rate schedule (kept in a ``test_transinet_task_*`` module by file ownership).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from astropy.table import Table
-
 from lsst.meas.realbogus.transinet.targets import build_targets
 from lsst.meas.realbogus.transinet.training import TransiNetTrainingConfig
 
@@ -16,6 +16,7 @@ def _truth(x: float, y: float) -> Table:
 
 
 def test_flat_top_target_reaches_one_off_centre():
+    """Flat-top blobs reach 1 off a pixel centre and fall off as a shifted Gaussian."""
     truth = _truth(20.4, 30.45)  # off the pixel centre
     plain = build_targets(truth, (64, 64), psf_sigma=1.5).target
     flat = build_targets(truth, (64, 64), psf_sigma=1.5, core_radius=1.0).target
@@ -34,6 +35,7 @@ def test_flat_top_target_reaches_one_off_centre():
 
 
 def test_cosine_schedule():
+    """The cosine schedule decays monotonically from the rate to rate / 20."""
     config = TransiNetTrainingConfig(max_epochs=11, learning_rate=1e-2, lr_schedule="cosine")
     config.validate()
     rates = [config.learning_rate_at(e) for e in range(11)]

@@ -193,9 +193,18 @@ class TransiNetDetectConfig(PipelineTaskConfig, pipelineConnections=TransiNetDet
     )
 
     def validate(self) -> None:
+        """Check that ``modelSource`` and ``modelPath`` agree.
+
+        Raises
+        ------
+        ValueError
+            Raised if ``modelSource`` is 'file' without ``modelPath``, or ``modelPath`` is set
+            for another source.
+        """
         super().validate()
         if self.modelSource == "file" and not self.modelPath:
-            raise ValueError("TransiNetDetectConfig: modelSource='file' needs modelPath (a model package file)")
+            raise ValueError("TransiNetDetectConfig: modelSource='file' needs modelPath "
+                             "(a model package file)")
         if self.modelSource != "file" and self.modelPath:
             raise ValueError(
                 f"TransiNetDetectConfig: modelPath={self.modelPath!r} is only used with modelSource='file' "
@@ -339,6 +348,7 @@ class TransiNetDetectTask(PipelineTask):
         inputRefs: InputQuantizedConnection,
         outputRefs: OutputQuantizedConnection,
     ) -> None:
+        """Read the inputs (and the Butler model, cached), run, and write the outputs."""
         inputs = butlerQC.get(inputRefs)
         handle = inputs.pop("transinetModel", None)
         model = None
