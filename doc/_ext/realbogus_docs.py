@@ -680,15 +680,40 @@ def write_model_pages(app: Any, config: Any) -> None:
     LOG.info("realbogus_docs: %d model card page(s) in %s", len(wanted), out_dir)
 
 
-def clean_api_pages(app: Any, config: Any) -> None:
-    """Remove the pages sphinx-automodapi generated last time (stale pages of removed objects
-    would otherwise warn "document isn't included in any toctree").
-    """
-    import shutil
+_AUTOMODAPI = re.compile(r"^\.\. automodapi:: *(\S+)\s*$((?:\n {3}:[^\n]*)*)", re.MULTILINE)
 
-    api = Path(app.srcdir) / config.automodapi_toctreedirnm
-    if api.is_dir() and api.resolve().is_relative_to(Path(app.srcdir).resolve()):
-        shutil.rmtree(api)
+
+def remove_stale_api_pages(app: Any) -> None:
+    """Remove pages sphinx-automodapi generated in an earlier build for objects that are no
+    longer documented (they would warn "document isn't included in any toctree").
+
+    Only pages of objects missing from their module's ``__all__`` (or skipped) are removed, so
+    concurrent builds in the same source tree agree and never delete each other's pages.
+    """
+    src = Path(app.srcdir)
+    api = src / app.config.automodapi_toctreedirnm
+    if not api.is_dir():
+        return
+    documented: dict[str, set[str]] = {}
+    for rst in src.rglob("*.rst"):
+        if api in rst.parents or "_build" in rst.parts:
+            continue
+        for match in _AUTOMODAPI.finditer(rst.read_text(errors="replace")):
+            module_name, options = match.group(1), match.group(2)
+            skip = set()
+            for line in options.splitlines():
+                if line.strip().startswith(":skip:"):
+                    skip |= {n.strip() for n in line.split(":skip:", 1)[1].split(",")}
+            try:
+                names = set(getattr(importlib.import_module(module_name), "__all__", []))
+            except Exception:  # noqa: BLE001 - the build itself will report it
+                return
+            documented.setdefault(module_name, set()).update(names - skip)
+    for page in api.glob("*.rst"):
+        module_name, _, name = page.stem.rpartition(".")
+        if name not in documented.get(module_name, ()):
+            LOG.info("realbogus_docs: removing stale API page %s", page.name)
+            page.unlink(missing_ok=True)
 
 
 def exclude_missing_task_pages(app: Any, config: Any) -> None:
@@ -997,7 +1022,8 @@ def setup(app: Any) -> dict[str, Any]:
     app.add_directive("rb-bench", BenchDirective)
     app.add_directive("rb-argparse", ArgparseDirective)
     app.add_directive("rb-dataclass-fields", DataclassFieldsDirective)
-    app.connect("config-inited", clean_api_pages)
     app.connect("config-inited", write_model_pages)
+    # After sphinx-automodapi's own builder-inited handler (this extension is loaded last).
+    app.connect("builder-inited", remove_stale_api_pages, priority=900)
     app.connect("config-inited", exclude_missing_task_pages)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
