@@ -170,3 +170,18 @@ def test_per_channel_noise_makes_each_channel_scale_free():
     # Whole-stamp unit invariance still holds.
     assert np.allclose(normalize_stamps(stamps * 1e3, channels, spec), base, atol=1e-4)
     assert NormalizationSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_blank_value_markers_are_treated_as_missing():
+    """Float32-minimum 'no data' markers (as in some ZTF templates) behave exactly like NaN."""
+    rng = np.random.default_rng(11)
+    stamps = rng.normal(0.0, 1.0, size=(3, 3, 15, 15)).astype(np.float32)
+    marked = stamps.copy()
+    nan = stamps.copy()
+    marked[:, 0, :4, :] = np.finfo(np.float32).min
+    nan[:, 0, :4, :] = np.nan
+    channels = ("template", "science", "difference")
+    for spec in (NormalizationSpec(), NormalizationSpec(per_channel_noise=True)):
+        expected = normalize_stamps(nan, channels, spec)
+        assert np.array_equal(normalize_stamps(marked, channels, spec), expected)
+        assert np.array_equal(normalize_stamps(marked * 1e-3, channels, spec)[:, -1], expected[:, -1])

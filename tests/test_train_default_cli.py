@@ -16,6 +16,7 @@ from lsst.meas.realbogus.scoring import load_model
 from lsst.meas.realbogus.simulation import small_test_config
 
 TINY = [
+    "--no-mix",
     "--detectors",
     "1",
     "--size",
@@ -128,3 +129,19 @@ def test_defaults_are_module_constants():
     config = train_default.training_config(args)
     assert config.version == train_default.DEFAULT_VERSION and config.target_purity == 0.99
     assert train_default.DEFAULT_SEED != train_default.DEFAULT_HELDOUT_SEED
+
+
+def test_survey_mix_members_have_their_own_sky_fields():
+    """The robustness mix adds surveys on detectors (sky fields) after the main survey's."""
+    args = train_default.build_parser().parse_args(["--detectors", "3"])
+    survey = small_test_config(256)
+    jobs = train_default.survey_mix(args, survey)
+    assert len(jobs) == len(train_default.DEFAULT_SURVEY_MIX)
+    seen: set[int] = set(range(3))
+    for (member, visits, detectors), spec in zip(jobs, train_default.DEFAULT_SURVEY_MIX, strict=True):
+        assert not seen & set(detectors)
+        seen |= set(detectors)
+        assert len(visits) == spec["visits"] and len(detectors) == spec["detectors"]
+        for key, value in spec["overrides"].items():
+            assert getattr(member, key) == value
+    assert train_default.survey_mix(train_default.build_parser().parse_args(["--no-mix"]), survey) == []

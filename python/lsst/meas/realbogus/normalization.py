@@ -44,6 +44,7 @@ __all__ = [
     "normalize_stamps_with_scale",
     "noise_scale",
     "nanmedian_rows",
+    "BLANK_LIMIT",
 ]
 
 from collections.abc import Sequence
@@ -341,6 +342,20 @@ def _noise_scale(
     return sigma
 
 
+BLANK_LIMIT = 1e30
+"""Pixels with ``|value| >= BLANK_LIMIT`` are "no data" markers (e.g. the float32 minimum
+``-3.4e38`` that some alert streams use for blank template pixels) and are treated like NaN."""
+
+
+def _blank_markers_to_nan(stamps: np.ndarray) -> np.ndarray:
+    """Return ``stamps`` with blank-value markers replaced by NaN (a copy only if there are any)."""
+    with np.errstate(invalid="ignore"):
+        blank = np.abs(stamps) >= BLANK_LIMIT
+    if blank.any():
+        stamps = np.where(blank, np.float32(np.nan), stamps).astype(stamps.dtype, copy=False)
+    return stamps
+
+
 def normalize_stamps_with_scale(
     stamps: np.ndarray,
     channels: Sequence[str],
@@ -379,6 +394,7 @@ def normalize_stamps_with_scale(
     """
     spec = spec if spec is not None else NormalizationSpec()
     stamps, channels, variance = _check_inputs(stamps, channels, variance)
+    stamps = _blank_markers_to_nan(stamps)
     n = stamps.shape[0]
     used = spec.input_channels(channels)
     if spec.method != "none" and "difference" not in channels:

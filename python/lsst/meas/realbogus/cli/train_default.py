@@ -36,6 +36,8 @@ __all__ = [
     "DEFAULT_LR",
     "DEFAULT_MATCH_RADIUS_ARCSEC",
     "DEFAULT_MIN_SNR",
+    "DEFAULT_NORMALIZATION",
+    "DEFAULT_SURVEY_MIX",
     "DEFAULT_PATIENCE",
     "DEFAULT_SEED",
     "DEFAULT_SIZE",
@@ -49,10 +51,12 @@ __all__ = [
     "format_metrics_table",
     "main",
     "simulate_to_store",
+    "survey_mix",
     "training_config",
 ]
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -66,15 +70,46 @@ from typing import Any
 import numpy as np
 
 # --- Settings of the shipped default model (edit these). ---
-DEFAULT_VISITS = 30
-"""Number of simulated training visits."""
+DEFAULT_VISITS = 9
+"""Number of simulated training visits of the main survey."""
 DEFAULT_DETECTORS = 6
 """Detectors per visit.  The simulated static sky depends on (seed, detector), so this is also the
 number of distinct sky fields seen in training: with one field the model over-fits its sky
 (validation AUC 0.94 but 0.67-0.85 on other fields in a 16-visit test); prefer more detectors."""
-DEFAULT_SIZE = 1024
-"""Detector width and height in pixels (the survey rates scale with the area)."""
-DEFAULT_HELDOUT_VISITS = 12
+DEFAULT_SIZE = 2048
+"""Detector width and height in pixels of the main survey (the survey rates scale with the area)."""
+DEFAULT_SURVEY_MIX: tuple[dict[str, Any], ...] = (
+    {
+        "name": "coarse",
+        "doc": "0.5 arcsec pixels and 1.0-2.4 arcsec seeing: PSFs of 2-5 pixels FWHM, as in "
+        "ZTF-like or DECam-like data",
+        "visits": 7,
+        "detectors": 4,
+        "overrides": {
+            "width": 1024,
+            "height": 1024,
+            "pixel_scale": 0.5,
+            "seeing_range": (1.0, 2.4),
+            "template_seeing_range": (0.85, 1.0),
+        },
+    },
+    {
+        "name": "shallow",
+        "doc": "shallow templates (2-5x the science depth) and 0.6-2.0 arcsec seeing: noisier differences",
+        "visits": 6,
+        "detectors": 4,
+        "overrides": {
+            "width": 1024,
+            "height": 1024,
+            "seeing_range": (0.6, 2.0),
+            "template_depth_range": (2.0, 5.0),
+        },
+    },
+)
+"""Extra simulated surveys mixed into the Butler-free training set, for robustness beyond the main
+survey's pixel scale, seeing and template depth (each on its own detectors, i.e. its own sky fields;
+visits and detectors are counted per survey; ``--no-mix`` trains on the main survey only)."""
+DEFAULT_HELDOUT_VISITS = 4
 """Number of held-out evaluation visits (simulated with ``DEFAULT_HELDOUT_SEED``)."""
 DEFAULT_SEED = 0
 """Seed of the training simulation and of the training itself."""
@@ -82,10 +117,19 @@ DEFAULT_HELDOUT_SEED = 20261125
 """Seed of the held-out simulation (must differ from ``DEFAULT_SEED``)."""
 DEFAULT_ARCHITECTURE = "rb3_cnn"
 """Architecture registry name."""
-DEFAULT_ARCHITECTURE_KWARGS: dict[str, Any] = {}
+DEFAULT_ARCHITECTURE_KWARGS: dict[str, Any] = {"widths": [16, 24, 32, 48]}
 """Architecture keyword arguments (``in_channels``/``size`` are filled in from the data)."""
-DEFAULT_CUTOUT_SIZE = 51
-"""Stamp side length in pixels."""
+DEFAULT_CUTOUT_SIZE = 31
+"""Stamp side length in pixels (alert stamps of other sizes are centre-cropped or padded)."""
+DEFAULT_NORMALIZATION: dict[str, Any] = {
+    "method": "robust",
+    "asinh_a": 10.0,
+    "use_variance": False,
+    "mask_channel": True,
+    "per_channel_noise": True,
+}
+"""Stamp normalisation: every image by its own robust noise, no variance plane needed (so alert
+stamps without variance are scored exactly like pipeline cutouts)."""
 DEFAULT_EPOCHS = 30
 """Maximum number of epochs (early stopping on the validation loss)."""
 DEFAULT_BATCH_SIZE = 128
@@ -94,7 +138,7 @@ DEFAULT_LR = 1e-3
 """AdamW learning rate."""
 DEFAULT_PATIENCE = 5
 """Early-stopping patience in epochs."""
-DEFAULT_VERSION = "1.0.0"
+DEFAULT_VERSION = "sim1.0"
 """Model version (at most 7 characters)."""
 DEFAULT_MATCH_RADIUS_ARCSEC = 0.5
 """Truth match radius defining a real candidate."""
@@ -138,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="detector width and height (pixels)")
     p.add_argument("--heldout-visits", type=int, default=DEFAULT_HELDOUT_VISITS)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--no-mix", action="store_true",
+                   help="train on the main survey only (no DEFAULT_SURVEY_MIX; always so with --butler)")
     p.add_argument("--heldout-seed", type=int, default=DEFAULT_HELDOUT_SEED)
     p.add_argument("--architecture", default=DEFAULT_ARCHITECTURE)
     p.add_argument(
@@ -191,9 +237,11 @@ def training_config(args: argparse.Namespace) -> Any:
     config : `lsst.meas.realbogus.training.TrainingConfig`
         The training configuration (also mirrored into the Butler task's config).
     """
+    from ..normalization import NormalizationSpec
     from ..training import TrainingConfig
 
     config = TrainingConfig(
+        normalization=NormalizationSpec.from_dict(dict(DEFAULT_NORMALIZATION)),
         architecture=args.architecture,
         architecture_kwargs=json.loads(args.architecture_kwargs),
         cutout_size=args.cutout_size,
@@ -220,6 +268,7 @@ def simulate_to_store(
     *,
     cutout_size: int,
     processes: int = 1,
+    extra: Sequence[tuple[Any, Sequence[int], Sequence[int]]] = (),
 ) -> Any:
     """Simulate and label candidates and stream them into a float16 stamp store.
 
@@ -240,6 +289,8 @@ def simulate_to_store(
         Stamp size.
     processes : `int`, optional
         Simulation worker processes.
+    extra : sequence of (`SurveyConfig`, visits, detectors), optional
+        Further surveys simulated with the same seed into the same store.
 
     Returns
     -------
@@ -253,15 +304,20 @@ def simulate_to_store(
     npz_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     n_total = n_real = 0
-    for cands in simulate_candidate_sets(
-        survey,
-        visits,
-        detectors,
-        seed,
-        cutout_size=cutout_size,
-        match_radius_arcsec=DEFAULT_MATCH_RADIUS_ARCSEC,
-        processes=processes,
-    ):
+    jobs = [(survey, visits, detectors), *extra]
+    streams = (
+        simulate_candidate_sets(
+            job_survey,
+            job_visits,
+            job_detectors,
+            seed,
+            cutout_size=cutout_size,
+            match_radius_arcsec=DEFAULT_MATCH_RADIUS_ARCSEC,
+            processes=processes,
+        )
+        for job_survey, job_visits, job_detectors in jobs
+    )
+    for cands in (c for stream in streams for c in stream):
         if len(cands) == 0:
             continue
         path = npz_dir / f"{len(paths):06d}.npz"
@@ -277,6 +333,39 @@ def simulate_to_store(
     return store
 
 
+def survey_mix(args: argparse.Namespace, survey: Any, visits: Sequence[int] | None = None) -> list[Any]:
+    """Return the extra (survey, visits, detectors) jobs of `DEFAULT_SURVEY_MIX`.
+
+    Parameters
+    ----------
+    args : `argparse.Namespace`
+        Parsed arguments (``no_mix``, ``butler``, ``detectors``).
+    survey : `lsst.meas.realbogus.simulation.SurveyConfig`
+        The main survey; the mix members are replacements of it.
+    visits : sequence of `int`, optional
+        Visits for every member (default: each member's own count, from 0).
+
+    Returns
+    -------
+    jobs : `list` of (`SurveyConfig`, `list` [`int`], `list` [`int`])
+        Empty with ``--no-mix`` or ``--butler``.  Detectors follow the main survey's, so each member
+        has sky fields of its own.
+    """
+    import dataclasses
+
+    if args.no_mix or args.butler:
+        return []
+    jobs = []
+    first = args.detectors
+    for member in DEFAULT_SURVEY_MIX:
+        member_survey = dataclasses.replace(survey, **member["overrides"])
+        member_visits = list(visits) if visits is not None else list(range(member["visits"]))
+        detectors = list(range(first, first + member["detectors"]))
+        first += member["detectors"]
+        jobs.append((member_survey, member_visits, detectors))
+    return jobs
+
+
 def _train_butler_free(args: argparse.Namespace, survey: Any, work: Path) -> tuple[Any, Any, float]:
     from ..stamp_dataset import IndexedStampSource
     from ..training import split_by_group, train_classifier
@@ -289,6 +378,7 @@ def _train_butler_free(args: argparse.Namespace, survey: Any, work: Path) -> tup
         work / "train",
         cutout_size=args.cutout_size,
         processes=args.processes,
+        extra=survey_mix(args, survey),
     )
     train_idx, val_idx, _ = split_by_group(store.groups, DEFAULT_SPLIT, seed=args.seed)
     _LOG.info("Training on %d candidates, validating on %d (split by visit).", len(train_idx), len(val_idx))
@@ -498,9 +588,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s"
     )
     from ..model_package import save_model_package
-    from ..simulation import small_test_config
+    from ..simulation import SurveyConfig
 
-    survey = small_test_config(args.size)
+    survey = dataclasses.replace(SurveyConfig(), width=args.size, height=args.size)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     if args.work_dir:
@@ -524,6 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             work / "heldout",
             cutout_size=args.cutout_size,
             processes=args.processes,
+            extra=survey_mix(args, survey, heldout_visits),
         )
         result = evaluate_heldout(output, heldout)
         del heldout
