@@ -30,7 +30,9 @@ def sim_repo(tmp_path_factory) -> str:
 def test_pipeline_resolves_as_package_resource():
     by_path = Pipeline.from_uri(str(PIPELINE)).to_graph()
     by_resource = Pipeline.from_uri(RESOURCE).to_graph()
-    assert list(by_path.tasks) == ["subtractImages", "detectDiaSources", "matchTruth"]
+    assert list(by_path.tasks) == [
+        "subtractImages", "detectDiaSources", "matchTruth", "rbTransiNet", "filterReliability"
+    ]
     assert list(by_resource.tasks) == list(by_path.tasks)
     diffim = Pipeline.from_uri(f"{RESOURCE}#diffim").to_graph()
     assert list(diffim.tasks) == ["subtractImages", "detectDiaSources"]
