@@ -56,7 +56,13 @@ DATASET_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
     "dia_source_unstandardized": (_VISIT_DETECTOR, "ArrowAstropy"),
     "dia_source_truth_match": (_VISIT_DETECTOR, "ArrowAstropy"),
     "dia_source_reliability": (_VISIT_DETECTOR, "ArrowAstropy"),
+    "dia_source_high_reliability": (_VISIT_DETECTOR, "ArrowAstropy"),
+    "dia_source_low_reliability": (_VISIT_DETECTOR, "ArrowAstropy"),
+    "transinet_score_image": (_VISIT_DETECTOR, "ImageV2"),
+    "dia_source_transinet": (_VISIT_DETECTOR, "ArrowAstropy"),
     "realbogus_model": ((), "RealBogusModelPackage"),
+    "transinet_model": ((), "RealBogusModelPackage"),
+    "realbogus_train_metrics": ((), "StructuredDataDict"),
 }
 """Dataset type name → (dimensions, storage class), as in DESIGN.md."""
 
