@@ -106,8 +106,8 @@ class CandidateSet:
         """Write the candidates to a compressed ``.npz`` file.
 
         The file holds ``stamps`` (science, template, difference), ``labels``,
-        ``groups`` (the visit, for splitting by visit), ``snr`` (the truth SNR
-        of positives, the detection SNR of negatives), ``type`` and the other
+        ``groups`` (the visit, for splitting by visit), ``snr`` (the absolute
+        truth SNR of positives, the detection SNR of negatives), ``type`` and the other
         columns: the format read by ``realbogus-train-stamps``.  No pickles.
         """
         arrays = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -115,7 +115,8 @@ class CandidateSet:
         arrays["type"] = arrays["types"]
         arrays["groups"] = self.visit
         arrays["detection_snr"] = self.snr
-        arrays["snr"] = np.where(self.labels, self.truth_snr, self.snr)
+        # The truth SNR is signed (negative for fading sources); completeness is binned in |SNR|.
+        arrays["snr"] = np.where(self.labels, np.abs(self.truth_snr), self.snr)
         np.savez_compressed(path, **arrays)
 
     @classmethod

@@ -238,7 +238,7 @@ def summarize_outputs(repo: str, output: str) -> dict[str, Any]:
                 snr = np.array([snr_by_id.get(i, np.nan) for i in np.asarray(matches["id"]).tolist()])
                 real_snr.extend(snr[real])
                 bogus_snr.extend(snr[~real])
-        truth_snr.extend(np.asarray(truth["snr"], dtype=np.float64)[transient])
+        truth_snr.extend(np.abs(np.asarray(truth["snr"], dtype=np.float64)[transient]))
         truth_found.extend(found[transient])
     truth_snr_arr = np.asarray(truth_snr, dtype=np.float64)
     truth_found_arr = np.asarray(truth_found, dtype=bool)

@@ -477,7 +477,7 @@ class RealBogusTrainTask(PipelineTask):
             store.append(
                 cands.stamps,
                 cands.labels,
-                snr=np.where(cands.labels, cands.truth_snr, cands.snr),
+                snr=np.where(cands.labels, np.abs(cands.truth_snr), cands.snr),
                 groups=cands.visit,
                 types=cands.types,
             )
