@@ -716,7 +716,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results["end_to_end"].append(entry)
         rows.append(row)
     auto = ours_models[_AUTO].backend_name
-    short = {_AUTO: f"load_model() [{auto}]", _TORCH: "load_model(torch)", _TASK: f"task package [{auto}]"}
+    task_backend = "?"
+    if _TASK in ours_scorers:
+        from lsst.meas.realbogus.scoring import load_model_cached
+
+        # The model RBTransiNetTask.load_model used (the process-wide cache, filled by the runs above).
+        task_backend = load_model_cached().backend_name
+        results["model"]["task_backend"] = task_backend
+    short = {
+        _AUTO: f"load_model() [{auto}]",
+        _TORCH: "load_model(torch)",
+        _TASK: f"task package [{task_backend}]",
+    }
     header = ["sources"]
     for label in ours_scorers:
         header += [f"{short[label]} /s", "vs inc."]
