@@ -15,7 +15,14 @@ from lsst.pipe.base import Pipeline
 
 PIPELINE = Path(__file__).parents[1] / "pipelines" / "SimulatedAP.yaml"
 RESOURCE = "resource://lsst.meas.realbogus/pipelines/SimulatedAP.yaml"
-OUTPUTS = ("difference_image", "dia_source_unstandardized", "dia_source_truth_match")
+OUTPUTS = (
+    "difference_image",
+    "dia_source_unstandardized",
+    "dia_source_truth_match",
+    "dia_source_reliability",
+    "dia_source_high_reliability",
+    "dia_source_low_reliability",
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +80,9 @@ def test_pipetask_run_serial_and_parallel(sim_repo):
     assert summary["n_dia_sources"] == summary["n_positive"] + summary["n_negative"] > 0
     assert 0 <= summary["n_transients_detected"] <= summary["n_transients"]
     assert summary["n_real"] <= summary["n_dia_sources"]
-    assert "reliability" not in summary
+    # The pipeline scores every diaSource with the packaged default model.
+    scored = summary["reliability"]
+    assert 0.0 <= scored["bogus_median"] <= 1.0 and 0.0 <= scored["real_median"] <= 1.0
 
     # With a (fake) reliability catalogue in the output chain the summary scores it.
     writer = Butler.from_config(sim_repo, writeable=True)
