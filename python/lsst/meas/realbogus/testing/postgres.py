@@ -135,17 +135,26 @@ def find_postgres_bindir(install: bool = True) -> str:
             "No PostgreSQL server binaries found, and they cannot be installed here "
             "(installing needs root and apt-get); install the 'postgresql' package."
         )
+    import fcntl
+
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
-    ):
-        result = subprocess.run(command, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise PostgresUnavailableError(
-                f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()[-2000:]}"
-            )
-    return find_postgres_bindir(install=False)
+    # Several test processes (pytest-xdist workers) may get here at once: install once, in turn.
+    with open(os.path.join(tempfile.gettempdir(), "meas_realbogus_postgres_install.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return find_postgres_bindir(install=False)
+        except PostgresUnavailableError:
+            pass
+        for command in (
+            ["apt-get", "update"],
+            ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
+        ):
+            result = subprocess.run(command, env=env, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise PostgresUnavailableError(
+                    f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()[-2000:]}"
+                )
+        return find_postgres_bindir(install=False)
 
 
 def _free_port() -> int:
