@@ -70,9 +70,9 @@ from typing import Any
 import numpy as np
 
 # --- Settings of the shipped default model (edit these). ---
-DEFAULT_VISITS = 9
+DEFAULT_VISITS = 16
 """Number of simulated training visits of the main survey."""
-DEFAULT_DETECTORS = 6
+DEFAULT_DETECTORS = 8
 """Detectors per visit.  The simulated static sky depends on (seed, detector), so this is also the
 number of distinct sky fields seen in training: with one field the model over-fits its sky
 (validation AUC 0.94 but 0.67-0.85 on other fields in a 16-visit test); prefer more detectors."""
@@ -83,8 +83,8 @@ DEFAULT_SURVEY_MIX: tuple[dict[str, Any], ...] = (
         "name": "coarse",
         "doc": "0.5 arcsec pixels and 1.0-2.4 arcsec seeing: PSFs of 2-5 pixels FWHM, as in "
         "ZTF-like or DECam-like data",
-        "visits": 7,
-        "detectors": 4,
+        "visits": 10,
+        "detectors": 6,
         "overrides": {
             "width": 1024,
             "height": 1024,
@@ -96,8 +96,8 @@ DEFAULT_SURVEY_MIX: tuple[dict[str, Any], ...] = (
     {
         "name": "shallow",
         "doc": "shallow templates (2-5x the science depth) and 0.6-2.0 arcsec seeing: noisier differences",
-        "visits": 6,
-        "detectors": 4,
+        "visits": 10,
+        "detectors": 6,
         "overrides": {
             "width": 1024,
             "height": 1024,
@@ -117,7 +117,7 @@ DEFAULT_HELDOUT_SEED = 20261125
 """Seed of the held-out simulation (must differ from ``DEFAULT_SEED``)."""
 DEFAULT_ARCHITECTURE = "rb3_cnn"
 """Architecture registry name."""
-DEFAULT_ARCHITECTURE_KWARGS: dict[str, Any] = {"widths": [16, 24, 32, 48]}
+DEFAULT_ARCHITECTURE_KWARGS: dict[str, Any] = {"widths": [16, 32, 48, 64], "hidden": 64}
 """Architecture keyword arguments (``in_channels``/``size`` are filled in from the data)."""
 DEFAULT_CUTOUT_SIZE = 31
 """Stamp side length in pixels (alert stamps of other sizes are centre-cropped or padded)."""
@@ -130,13 +130,13 @@ DEFAULT_NORMALIZATION: dict[str, Any] = {
 }
 """Stamp normalisation: every image by its own robust noise, no variance plane needed (so alert
 stamps without variance are scored exactly like pipeline cutouts)."""
-DEFAULT_EPOCHS = 30
+DEFAULT_EPOCHS = 60
 """Maximum number of epochs (early stopping on the validation loss)."""
 DEFAULT_BATCH_SIZE = 128
 """Training batch size."""
 DEFAULT_LR = 1e-3
 """AdamW learning rate."""
-DEFAULT_PATIENCE = 5
+DEFAULT_PATIENCE = 8
 """Early-stopping patience in epochs."""
 DEFAULT_VERSION = "sim1.0"
 """Model version (at most 7 characters)."""
