@@ -20,7 +20,13 @@ find_python312() {
     return 1
 }
 
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
+installed_here() {
+    # The editable install must point at this checkout (not at a moved or other clone).
+    [ "$("$venv/bin/python" -c 'import lsst.meas.realbogus as m, os; print(os.path.realpath(m.__file__))' 2>/dev/null)" \
+        = "$(realpath "$here/python/lsst/meas/realbogus/__init__.py")" ]
+}
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ] && installed_here; then
     echo "$venv"; exit 0
 fi
 
