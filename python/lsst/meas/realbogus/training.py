@@ -466,23 +466,30 @@ def _state_to_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
 
 
-def _save_checkpoint(directory: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+def _save_checkpoint(
+    directory: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any], stem: str = "checkpoint"
+) -> None:
+    """Atomically write ``<stem>.safetensors`` (tensors) and ``<stem>.json`` (the rest): no pickle."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
-    tmp_t = directory / (CHECKPOINT_TENSORS + ".tmp")
-    tmp_j = directory / (CHECKPOINT_JSON + ".tmp")
+    t_name, j_name = f"{stem}.safetensors", f"{stem}.json"
+    tmp_t = directory / (t_name + ".tmp")
+    tmp_j = directory / (j_name + ".tmp")
     save_file(tensors, str(tmp_t), metadata={"epoch": str(state["epoch"])})
     tmp_j.write_text(json.dumps(state, indent=1, allow_nan=True))
-    os.replace(tmp_t, directory / CHECKPOINT_TENSORS)
-    os.replace(tmp_j, directory / CHECKPOINT_JSON)
+    os.replace(tmp_t, directory / t_name)
+    os.replace(tmp_j, directory / j_name)
 
 
-def _load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+def _load_checkpoint(
+    directory: Path, stem: str = "checkpoint"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """Read a checkpoint written by `_save_checkpoint`, or None if there is none."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    t_path, j_path = directory / CHECKPOINT_TENSORS, directory / CHECKPOINT_JSON
+    t_path, j_path = directory / f"{stem}.safetensors", directory / f"{stem}.json"
     if not (t_path.is_file() and j_path.is_file()):
         return None
     state = json.loads(j_path.read_text())

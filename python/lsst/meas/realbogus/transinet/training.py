@@ -42,8 +42,9 @@ from .targets import build_targets
 
 _LOG = logging.getLogger("lsst.meas.realbogus.transinet")
 
-CHECKPOINT_TENSORS = "transinet_checkpoint.safetensors"
-CHECKPOINT_JSON = "transinet_checkpoint.json"
+_CHECKPOINT_STEM = "transinet_checkpoint"
+CHECKPOINT_TENSORS = f"{_CHECKPOINT_STEM}.safetensors"
+CHECKPOINT_JSON = f"{_CHECKPOINT_STEM}.json"
 
 
 @dataclasses.dataclass
@@ -366,31 +367,15 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
 
 
 def _save_checkpoint(directory: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
+    from ..training import _save_checkpoint as save
 
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp_t = directory / (CHECKPOINT_TENSORS + ".tmp")
-    tmp_j = directory / (CHECKPOINT_JSON + ".tmp")
-    save_file(tensors, str(tmp_t), metadata={"epoch": str(state["epoch"])})
-    tmp_j.write_text(json.dumps(state, indent=1, allow_nan=True))
-    os.replace(tmp_t, directory / CHECKPOINT_TENSORS)
-    os.replace(tmp_j, directory / CHECKPOINT_JSON)
+    save(directory, tensors, state, stem=_CHECKPOINT_STEM)
 
 
 def _load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from ..training import _load_checkpoint as load
 
-    t_path, j_path = directory / CHECKPOINT_TENSORS, directory / CHECKPOINT_JSON
-    if not (t_path.is_file() and j_path.is_file()):
-        return None
-    state = json.loads(j_path.read_text())
-    with safe_open(str(t_path), framework="pt") as f:
-        tensor_epoch = (f.metadata() or {}).get("epoch")
-    if tensor_epoch != str(state.get("epoch")):
-        raise RuntimeError(f"TransiNet checkpoint in {directory} is inconsistent: tensors from epoch "
-                           f"{tensor_epoch}, state from epoch {state.get('epoch')}.")
-    return load_file(str(t_path)), state
+    return load(directory, stem=_CHECKPOINT_STEM)
 
 
 def train_transinet(
