@@ -13,12 +13,11 @@ from __future__ import annotations
 __all__ = ["PIPELINE_SUBTRACTION_CONFIG", "simulate_candidates", "simulate_candidate_sets"]
 
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-
-import math
 
 import numpy as np
 

@@ -22,7 +22,6 @@ from lsst.utils.timer import timeMethod
 from .. import mask_planes
 from ..diffim import SubtractionConfig, subtract_images
 
-
 _DEFAULTS = SubtractionConfig()
 """Defaults of the numerical configuration, used as the pex_config defaults."""
 

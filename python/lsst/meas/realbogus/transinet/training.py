@@ -24,7 +24,6 @@ __all__ = ["TransiNetTrainingConfig", "TransiNetTrainingResult", "PreparedExampl
            "train_transinet", "weighted_loss", "dihedral"]
 
 import dataclasses
-import json
 import logging
 import os
 import time
