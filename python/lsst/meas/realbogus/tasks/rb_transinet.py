@@ -559,7 +559,7 @@ class RBTransiNetTask(PipelineTask):
             Raised for duplicate or non-integer ids, missing columns, a missing image the model
             needs, or a model whose channels do not match ``config.modelChannels``.
         """
-        from ..butler.images import exposure_to_arrays
+        from ..butler.images import exposure_to_arrays, image_array
         from ..model_package import ModelPackage
         from ..scoring import RealBogusModel
 
@@ -594,7 +594,7 @@ class RBTransiNetTask(PipelineTask):
             if name in model.channels:
                 if image is None:
                     raise ValueError(f"Model {model.version!r} needs the {name} image, got None")
-                planes[name] = exposure_to_arrays(image).image
+                planes[name] = image_array(image)
         diff = exposure_to_arrays(difference)
         for name, array in planes.items():
             if array is not None and array.shape != diff.image.shape:

@@ -433,7 +433,7 @@ class RealBogusTrainTask(PipelineTask):
         extra : `dict` [`str`, `numpy.ndarray`]
             Per stored candidate: ``ids``, ``visit``, ``detector``, ``detection_snr``.
         """
-        from ..butler.images import exposure_to_arrays, sky_projection_pixel_scale
+        from ..butler.images import exposure_to_arrays, image_array, sky_projection_pixel_scale
         from ..candidates import make_candidates
         from ..simulation import classify_negatives
 
@@ -448,8 +448,8 @@ class RealBogusTrainTask(PipelineTask):
             diff = exposure_to_arrays(difference)
             pixel_scale = sky_projection_pixel_scale(difference.sky_projection)
             del difference
-            science = exposure_to_arrays(_load(science_images[i])).image
-            template = exposure_to_arrays(_load(templates[i])).image
+            science = image_array(_load(science_images[i]))
+            template = image_array(_load(templates[i]))
             for name, image in (("science image", science), ("template", template)):
                 if image.shape != diff.image.shape:
                     raise ValueError(
