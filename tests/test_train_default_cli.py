@@ -114,6 +114,8 @@ def test_bad_arguments(tmp_path):
         train_default.main([*base, "--size", "40"])
     with pytest.raises(SystemExit):
         train_default.main([*base, "--architecture-kwargs", "[1]"])
+    with pytest.raises(SystemExit):  # main-survey visits would run into the mix's visit ids
+        train_default.main([*base, "--visits", "5000"])
     assert not (tmp_path / "m.safetensors").exists()
 
 
@@ -138,10 +140,21 @@ def test_survey_mix_members_have_their_own_sky_fields():
     jobs = train_default.survey_mix(args, survey)
     assert len(jobs) == len(train_default.DEFAULT_SURVEY_MIX)
     seen: set[int] = set(range(3))
+    seen_visits: set[int] = set(range(args.visits))
     for (member, visits, detectors), spec in zip(jobs, train_default.DEFAULT_SURVEY_MIX, strict=True):
         assert not seen & set(detectors)
         seen |= set(detectors)
+        # Visit ids are disjoint too, so that every member fits in one Butler repository.
+        assert not seen_visits & set(visits)
+        seen_visits |= set(visits)
+        assert visits[0] == spec["first_visit"]
         assert len(visits) == spec["visits"] and len(detectors) == spec["detectors"]
         for key, value in spec["overrides"].items():
             assert getattr(member, key) == value
+    # Held-out visits are mirrored into each member's own visit range.
+    heldout = [train_default.HELDOUT_VISIT_OFFSET + i for i in range(2)]
+    for (_, visits, _), spec in zip(
+        train_default.survey_mix(args, survey, heldout), train_default.DEFAULT_SURVEY_MIX, strict=True
+    ):
+        assert visits == [spec["first_visit"] + v for v in heldout]
     assert train_default.survey_mix(train_default.build_parser().parse_args(["--no-mix"]), survey) == []

@@ -9,7 +9,8 @@ default (no Butler)
     `lsst.meas.realbogus.training_set.simulate_candidate_sets` (``--processes`` workers), stream
     the candidates into a float16 stamp store, split train / validation by visit and train.
 ``--butler REPO``
-    Create a simulated SimCam Butler repository with the same visits, run
+    Create a simulated SimCam Butler repository with the same visits (the main survey and the
+    `DEFAULT_SURVEY_MIX` members, on their own detectors and visit ids), run
     ``pipetask run -p TrainRealBogus.yaml`` (differencing, detection, truth matching,
     `~lsst.meas.realbogus.tasks.train_realbogus.RealBogusTrainTask`) and export the registered
     ``realbogus_model``.
@@ -83,6 +84,7 @@ DEFAULT_SURVEY_MIX: tuple[dict[str, Any], ...] = (
         "name": "coarse",
         "doc": "0.5 arcsec pixels and 1.0-2.4 arcsec seeing: PSFs of 2-5 pixels FWHM, as in "
         "ZTF-like or DECam-like data",
+        "first_visit": 1000,
         "visits": 10,
         "detectors": 6,
         "overrides": {
@@ -96,6 +98,7 @@ DEFAULT_SURVEY_MIX: tuple[dict[str, Any], ...] = (
     {
         "name": "shallow",
         "doc": "shallow templates (2-5x the science depth) and 0.6-2.0 arcsec seeing: noisier differences",
+        "first_visit": 2000,
         "visits": 10,
         "detectors": 6,
         "overrides": {
@@ -106,9 +109,11 @@ DEFAULT_SURVEY_MIX: tuple[dict[str, Any], ...] = (
         },
     },
 )
-"""Extra simulated surveys mixed into the Butler-free training set, for robustness beyond the main
-survey's pixel scale, seeing and template depth (each on its own detectors, i.e. its own sky fields;
-visits and detectors are counted per survey; ``--no-mix`` trains on the main survey only)."""
+"""Extra simulated surveys mixed into the training set, for robustness beyond the main survey's pixel
+scale, seeing and template depth.  Each member has its own detectors (its own sky fields, numbered
+after the main survey's) and its own visit ids (from ``first_visit``; held-out visits are offset the
+same way), so that all members fit in one Butler repository; ``--no-mix`` trains on the main survey
+only."""
 DEFAULT_HELDOUT_VISITS = 4
 """Number of held-out evaluation visits (simulated with ``DEFAULT_HELDOUT_SEED``)."""
 DEFAULT_SEED = 0
@@ -147,13 +152,12 @@ DEFAULT_TARGET_PURITY = 0.99
 DEFAULT_MIN_SNR = 6.0
 """Transients with truth SNR at least this enter the headline completeness."""
 DEFAULT_SPLIT = (0.85, 0.15, 0.0)
-"""Train / validation / test fractions by visit (the held-out visits are the test set; the Butler
-mode's training task keeps a small test split of its own for its diagnostics)."""
+"""Train / validation / test fractions by visit, in both modes (the held-out visits are the test set;
+the Butler mode's training task then draws its diagnostics from the validation visits)."""
 HELDOUT_VISIT_OFFSET = 900000
 """Held-out visit ids start here, so they never coincide with training visits."""
 
 _LOG = logging.getLogger("lsst.meas.realbogus.cli.train_default")
-_BUTLER_SPLIT = (0.7, 0.15, 0.15)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,8 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="detector width and height (pixels)")
     p.add_argument("--heldout-visits", type=int, default=DEFAULT_HELDOUT_VISITS)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    p.add_argument("--no-mix", action="store_true",
-                   help="train on the main survey only (no DEFAULT_SURVEY_MIX; always so with --butler)")
+    p.add_argument("--no-mix", action="store_true", help="main survey only (no DEFAULT_SURVEY_MIX)")
     p.add_argument("--heldout-seed", type=int, default=DEFAULT_HELDOUT_SEED)
     p.add_argument("--architecture", default=DEFAULT_ARCHITECTURE)
     p.add_argument(
@@ -214,9 +217,14 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--heldout-seed must differ from --seed")
     if len(args.model_version) > 7:
         parser.error("--model-version must be at most 7 characters")
-    min_visits = 3 if args.butler else 2
-    if args.visits < min_visits:
-        parser.error(f"--visits must be at least {min_visits} (the split is by visit)")
+    if args.visits < 2:
+        parser.error("--visits must be at least 2 (the split is by visit)")
+    first_member_visit = min(int(m["first_visit"]) for m in DEFAULT_SURVEY_MIX)
+    if not args.no_mix and max(args.visits, args.heldout_visits) > first_member_visit:
+        parser.error(
+            f"--visits and --heldout-visits must be at most {first_member_visit} (the visit ids of the "
+            "survey mix start there), or use --no-mix"
+        )
     try:
         if not isinstance(json.loads(args.architecture_kwargs), dict):
             raise ValueError
@@ -339,27 +347,30 @@ def survey_mix(args: argparse.Namespace, survey: Any, visits: Sequence[int] | No
     Parameters
     ----------
     args : `argparse.Namespace`
-        Parsed arguments (``no_mix``, ``butler``, ``detectors``).
+        Parsed arguments (``no_mix``, ``detectors``).
     survey : `lsst.meas.realbogus.simulation.SurveyConfig`
         The main survey; the mix members are replacements of it.
     visits : sequence of `int`, optional
-        Visits for every member (default: each member's own count, from 0).
+        Visits of the main survey to mirror (e.g. the held-out ones): each member gets these plus
+        its ``first_visit``.  Default: each member's own count, from its ``first_visit``.
 
     Returns
     -------
     jobs : `list` of (`SurveyConfig`, `list` [`int`], `list` [`int`])
-        Empty with ``--no-mix`` or ``--butler``.  Detectors follow the main survey's, so each member
-        has sky fields of its own.
+        Empty with ``--no-mix``.  Detectors follow the main survey's, so each member has sky fields
+        of its own, and visit ids are disjoint from the main survey's and from each other.
     """
-    import dataclasses
-
-    if args.no_mix or args.butler:
+    if args.no_mix:
         return []
     jobs = []
     first = args.detectors
     for member in DEFAULT_SURVEY_MIX:
         member_survey = dataclasses.replace(survey, **member["overrides"])
-        member_visits = list(visits) if visits is not None else list(range(member["visits"]))
+        offset = int(member["first_visit"])
+        if visits is not None:
+            member_visits = [offset + int(v) for v in visits]
+        else:
+            member_visits = list(range(offset, offset + member["visits"]))
         detectors = list(range(first, first + member["detectors"]))
         first += member["detectors"]
         jobs.append((member_survey, member_visits, detectors))
@@ -398,10 +409,13 @@ def _train_in_butler(args: argparse.Namespace, survey: Any) -> tuple[Any, Any, f
     from ..butler import repo
     from .demo import run_pipetask
 
-    butler = repo.create_sim_repo(args.butler, n_detectors=args.detectors, clobber=args.clobber)
-    repo.ingest_simulated_visits(
-        butler, survey, list(range(args.visits)), list(range(args.detectors)), args.seed
-    )
+    jobs = [(survey, list(range(args.visits)), list(range(args.detectors))), *survey_mix(args, survey)]
+    n_detectors = max(max(detectors) for _, _, detectors in jobs) + 1
+    butler = repo.create_sim_repo(args.butler, n_detectors=n_detectors, clobber=args.clobber)
+    for job_survey, job_visits, job_detectors in jobs:
+        repo.ingest_simulated_visits(
+            butler, job_survey, job_visits, job_detectors, args.seed, processes=args.processes
+        )
     del butler
     settings: dict[str, Any] = {
         "architecture": args.architecture,
@@ -417,7 +431,10 @@ def _train_in_butler(args: argparse.Namespace, survey: Any) -> tuple[Any, Any, f
         "device": args.device,
         "version": args.model_version,
         "match_radius_arcsec": DEFAULT_MATCH_RADIUS_ARCSEC,
-        "split_fractions": "[" + ",".join(str(f) for f in _BUTLER_SPLIT) + "]",
+        "split_fractions": "[" + ",".join(str(f) for f in DEFAULT_SPLIT) + "]",
+        "normalization": json.dumps(DEFAULT_NORMALIZATION),
+        "class_balance": "weight",
+        "augment": True,
     }
     if args.checkpoint_dir:
         settings["checkpoint_dir"] = args.checkpoint_dir
