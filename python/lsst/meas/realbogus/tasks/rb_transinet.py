@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 import dataclasses
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +51,17 @@ from lsst.pipe.base import (
 from lsst.pipe.base import connectionTypes as cT
 from lsst.utils.timer import timeMethod
 
+from .model_source import (
+    ModelCache,
+    dataset_cache_key,
+    model_file_path,
+    model_path_field,
+    model_source_field,
+    pop_butler_model,
+    validate_model_source,
+)
+from .output_tables import PARQUET_STORAGE_CLASSES, convert_parquet_table
+
 IMAGE_PLANES: tuple[str, ...] = ("science", "template", "difference")
 """Image planes a model can be fed from (the connection names of the images)."""
 
@@ -65,10 +75,7 @@ CATALOG_INPUT_STORAGE_CLASSES: dict[str, str] = {
 """Allowed storage classes of the input diaSource catalogue."""
 
 RELIABILITY_OUTPUT_STORAGE_CLASSES: dict[str, str] = {
-    "ArrowAstropy": "astropy Table in Parquet (default).",
-    "ArrowTable": "pyarrow Table in Parquet.",
-    "DataFrame": "pandas DataFrame in Parquet.",
-    "ArrowNumpy": "numpy structured array in Parquet.",
+    **PARQUET_STORAGE_CLASSES,
     "Catalog": "lsst.afw.table.BaseCatalog (what production consumers of the reliability read); "
     "needs lsst.afw.",
 }
@@ -151,21 +158,14 @@ class RBTransiNetConnections(PipelineTaskConnections, dimensions=("instrument", 
 class RBTransiNetConfig(PipelineTaskConfig, pipelineConnections=RBTransiNetConnections):
     """Configuration of `RBTransiNetTask`."""
 
-    modelSource = ChoiceField[str](
+    modelSource = model_source_field(
         doc="Where the model package comes from.",
         default="butler",
-        allowed={
-            "butler": "The 'pretrainedModel' prerequisite input (dataset type realbogus_model), "
-            "found in the input collections.",
-            "package": "The default model shipped in lsst.meas.realbogus (data/default_model.safetensors).",
-            "file": "The model package file named by modelPath.",
-        },
+        butler_doc="The 'pretrainedModel' prerequisite input (dataset type realbogus_model), "
+        "found in the input collections.",
+        package_doc="The default model shipped in lsst.meas.realbogus (data/default_model.safetensors).",
     )
-    modelPath = Field[str](
-        doc="Model package file (safetensors) used when modelSource is 'file'.",
-        default=None,
-        optional=True,
-    )
+    modelPath = model_path_field(doc="Model package file (safetensors) used when modelSource is 'file'.")
     modelChannels = ListField[str](
         doc="Image planes the model reads (any of science, template, difference; difference is "
         "required).  Connections of unused planes are removed, so a difference-only model needs "
@@ -224,13 +224,7 @@ class RBTransiNetConfig(PipelineTaskConfig, pipelineConnections=RBTransiNetConne
             Raised with a message naming the inconsistent fields.
         """
         super().validate()
-        if self.modelSource == "file" and not self.modelPath:
-            raise ValueError("RBTransiNetConfig: modelSource='file' needs modelPath (a model package file)")
-        if self.modelSource != "file" and self.modelPath:
-            raise ValueError(
-                f"RBTransiNetConfig: modelPath={self.modelPath!r} is only used with modelSource='file' "
-                f"(modelSource is {self.modelSource!r}); unset one of them"
-            )
+        validate_model_source(self, "RBTransiNetConfig")
         channels = list(self.modelChannels)
         unknown = sorted(set(channels) - set(IMAGE_PLANES))
         if unknown:
@@ -258,14 +252,13 @@ def _afw_available() -> bool:
 
 # -- model cache ------------------------------------------------------------------------------
 
-_MODEL_CACHE: dict[tuple[str, str], Any] = {}
-_MODEL_CACHE_LOCK = threading.Lock()
+_MODEL_CACHE = ModelCache()
+"""Models of Butler datasets, keyed by (`dataset_cache_key`, device)."""
 
 
 def clear_task_model_cache() -> None:
     """Forget the models cached by `RBTransiNetTask` for Butler datasets."""
-    with _MODEL_CACHE_LOCK:
-        _MODEL_CACHE.clear()
+    _MODEL_CACHE.clear()
 
 
 def _model_from_handle(handle: Any, device: str) -> tuple[Any, bool]:
@@ -275,15 +268,9 @@ def _model_from_handle(handle: Any, device: str) -> tuple[Any, bool]:
     """
     from ..scoring import RealBogusModel
 
-    key = (f"dataset:{handle.ref.id}", device)
-    with _MODEL_CACHE_LOCK:
-        model = _MODEL_CACHE.get(key)
-        if model is not None:
-            return model, True
-        package = handle.get()
-        model = RealBogusModel.from_package(package, device)
-        _MODEL_CACHE[key] = model
-    return model, False
+    return _MODEL_CACHE.get_or_build(
+        (dataset_cache_key(handle), device), lambda: RealBogusModel.from_package(handle.get(), device)
+    )
 
 
 # -- catalogue access -------------------------------------------------------------------------
@@ -399,16 +386,6 @@ def make_reliability_table(
 
 
 def _convert_output(table: Table, storage_class: str) -> Any:
-    if storage_class == "ArrowAstropy":
-        return table
-    if storage_class == "DataFrame":
-        return table.to_pandas()
-    if storage_class == "ArrowNumpy":
-        return table.as_array()
-    if storage_class == "ArrowTable":
-        from lsst.daf.butler.formatters.parquet import astropy_to_arrow
-
-        return astropy_to_arrow(table)
     if storage_class == "Catalog":
         if not _afw_available():
             raise RuntimeError("outputStorageClass='Catalog' needs lsst.afw, which is not importable here")
@@ -430,7 +407,7 @@ def _convert_output(table: Table, storage_class: str) -> Any:
                 catalog[i].set(keys[name], bool(row[name]))
         catalog.getMetadata().set("MODEL_VERSION", str(table.meta["model_version"]))
         return catalog
-    raise ValueError(f"Unsupported output storage class {storage_class!r}")
+    return convert_parquet_table(table, storage_class)
 
 
 class RBTransiNetTask(PipelineTask):
@@ -466,12 +443,8 @@ class RBTransiNetTask(PipelineTask):
             Output dataset references.
         """
         inputs = butlerQC.get(inputRefs)
-        handle = inputs.pop("pretrainedModel", None)
-        model = None
-        if handle is not None:
-            model, cached = _model_from_handle(handle, self._device())
-            self.log.info("Using model %r (dataset %s%s).", model.version, handle.ref.id,
-                          ", cached" if cached else "")
+        model = pop_butler_model(inputs, "pretrainedModel", lambda h: _model_from_handle(h, self._device()),
+                                 self.log, "model")
         outputs = self.run(model=model, **inputs)
         butlerQC.put(outputs, outputRefs)
 
@@ -501,12 +474,7 @@ class RBTransiNetTask(PipelineTask):
         """
         from ..scoring import load_model_cached
 
-        if self.config.modelSource == "butler":
-            raise ValueError(
-                "RBTransiNetTask: modelSource='butler' takes the model from the 'pretrainedModel' input "
-                "(dataset type realbogus_model); pass model= to run() or use modelSource 'package'/'file'"
-            )
-        path = self.config.modelPath if self.config.modelSource == "file" else None
+        path = model_file_path(self.config, "RBTransiNetTask", "pretrainedModel", "realbogus_model")
         return load_model_cached(path, device=self.config.device)
 
     def _check_model(self, model: Any) -> None:

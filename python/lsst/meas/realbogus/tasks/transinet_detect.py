@@ -40,7 +40,6 @@ __all__ = [
 
 import dataclasses
 import hashlib
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +58,18 @@ from lsst.pipe.base import (
 from lsst.pipe.base import connectionTypes as cT
 from lsst.utils.timer import timeMethod
 
-TRANSINET_OUTPUT_STORAGE_CLASSES: dict[str, str] = {
-    "ArrowAstropy": "astropy Table in Parquet (default).",
-    "ArrowTable": "pyarrow Table in Parquet.",
-    "DataFrame": "pandas DataFrame in Parquet.",
-    "ArrowNumpy": "numpy structured array in Parquet.",
-}
+from .model_source import (
+    ModelCache,
+    dataset_cache_key,
+    model_file_path,
+    model_path_field,
+    model_source_field,
+    pop_butler_model,
+    validate_model_source,
+)
+from .output_tables import PARQUET_STORAGE_CLASSES, convert_parquet_table
+
+TRANSINET_OUTPUT_STORAGE_CLASSES: dict[str, str] = dict(PARQUET_STORAGE_CLASSES)
 """Allowed storage classes of the output catalogue."""
 
 _CATALOG_COLUMNS: dict[str, tuple[type | str, str]] = {
@@ -140,21 +145,14 @@ class TransiNetDetectConnections(PipelineTaskConnections, dimensions=("instrumen
 class TransiNetDetectConfig(PipelineTaskConfig, pipelineConnections=TransiNetDetectConnections):
     """Configuration of `TransiNetDetectTask`."""
 
-    modelSource = ChoiceField[str](
+    modelSource = model_source_field(
         doc="Where the TransiNet model package comes from.",
         default="package",
-        allowed={
-            "butler": "The 'transinetModel' prerequisite input (dataset type transinet_model).",
-            "package": "The default TransiNet shipped in lsst.meas.realbogus "
-            "(data/transinet_default.safetensors).",
-            "file": "The model package file named by modelPath.",
-        },
+        butler_doc="The 'transinetModel' prerequisite input (dataset type transinet_model).",
+        package_doc="The default TransiNet shipped in lsst.meas.realbogus "
+        "(data/transinet_default.safetensors).",
     )
-    modelPath = Field[str](
-        doc="TransiNet model package file used when modelSource is 'file'.",
-        default=None,
-        optional=True,
-    )
+    modelPath = model_path_field(doc="TransiNet model package file used when modelSource is 'file'.")
     threshold = Field[float](
         doc="Minimum peak score of a detection; None uses the model's recommended threshold.",
         default=None,
@@ -202,53 +200,26 @@ class TransiNetDetectConfig(PipelineTaskConfig, pipelineConnections=TransiNetDet
             for another source.
         """
         super().validate()
-        if self.modelSource == "file" and not self.modelPath:
-            raise ValueError("TransiNetDetectConfig: modelSource='file' needs modelPath "
-                             "(a model package file)")
-        if self.modelSource != "file" and self.modelPath:
-            raise ValueError(
-                f"TransiNetDetectConfig: modelPath={self.modelPath!r} is only used with modelSource='file' "
-                f"(modelSource is {self.modelSource!r}); unset one of them"
-            )
+        validate_model_source(self, "TransiNetDetectConfig")
 
 
 # -- model cache ------------------------------------------------------------------------------
 
-_MODEL_CACHE: dict[str, Any] = {}
-_MODEL_CACHE_LOCK = threading.Lock()
+_MODEL_CACHE = ModelCache()
+"""TransiNet models, keyed by `dataset_cache_key` or ``"sha256:<file content hash>"``."""
 
 
 def clear_transinet_model_cache() -> None:
     """Forget the TransiNet models cached by `TransiNetDetectTask`."""
-    with _MODEL_CACHE_LOCK:
-        _MODEL_CACHE.clear()
-
-
-def _model_from_bytes(data: bytes, key: str) -> tuple[Any, bool]:
-    from ..model_package import read_model_package
-    from ..transinet.model import TransiNetModel
-
-    with _MODEL_CACHE_LOCK:
-        model = _MODEL_CACHE.get(key)
-        if model is not None:
-            return model, True
-        model = TransiNetModel.from_package(read_model_package(data))
-        _MODEL_CACHE[key] = model
-    return model, False
+    _MODEL_CACHE.clear()
 
 
 def _model_from_handle(handle: Any) -> tuple[Any, bool]:
     """Return the model of a deferred ``transinetModel`` handle, cached by dataset id."""
     from ..transinet.model import TransiNetModel
 
-    key = f"dataset:{handle.ref.id}"
-    with _MODEL_CACHE_LOCK:
-        model = _MODEL_CACHE.get(key)
-        if model is not None:
-            return model, True
-        model = TransiNetModel.from_package(handle.get())
-        _MODEL_CACHE[key] = model
-    return model, False
+    return _MODEL_CACHE.get_or_build(dataset_cache_key(handle),
+                                     lambda: TransiNetModel.from_package(handle.get()))
 
 
 def _model_from_file(path: str | None) -> tuple[Any, bool]:
@@ -268,7 +239,11 @@ def _model_from_file(path: str | None) -> tuple[Any, bool]:
         if not file.is_file():
             raise FileNotFoundError(f"TransiNet model file {path!r} does not exist")
         data = file.read_bytes()
-    return _model_from_bytes(data, "sha256:" + hashlib.sha256(data).hexdigest())
+    from ..model_package import read_model_package
+    from ..transinet.model import TransiNetModel
+
+    return _MODEL_CACHE.get_or_build("sha256:" + hashlib.sha256(data).hexdigest(),
+                                     lambda: TransiNetModel.from_package(read_model_package(data)))
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -313,20 +288,6 @@ def make_transinet_catalog(peaks: Table, visit: int, detector: int, version: str
     return table
 
 
-def _convert_output(table: Table, storage_class: str) -> Any:
-    if storage_class == "ArrowAstropy":
-        return table
-    if storage_class == "DataFrame":
-        return table.to_pandas()
-    if storage_class == "ArrowNumpy":
-        return table.as_array()
-    if storage_class == "ArrowTable":
-        from lsst.daf.butler.formatters.parquet import astropy_to_arrow
-
-        return astropy_to_arrow(table)
-    raise ValueError(f"Unsupported output storage class {storage_class!r}")
-
-
 class TransiNetDetectTask(PipelineTask):
     """Localise transients on a (template, science) pair with TransiNet, without differencing.
 
@@ -350,12 +311,7 @@ class TransiNetDetectTask(PipelineTask):
     ) -> None:
         """Read the inputs (and the Butler model, cached), run, and write the outputs."""
         inputs = butlerQC.get(inputRefs)
-        handle = inputs.pop("transinetModel", None)
-        model = None
-        if handle is not None:
-            model, cached = _model_from_handle(handle)
-            self.log.info("Using TransiNet %r (dataset %s%s).", model.version, handle.ref.id,
-                          ", cached" if cached else "")
+        model = pop_butler_model(inputs, "transinetModel", _model_from_handle, self.log, "TransiNet")
         data_id = butlerQC.quantum.dataId
         outputs = self.run(model=model, visit=int(data_id["visit"]), detector=int(data_id["detector"]),
                            **inputs)
@@ -376,12 +332,7 @@ class TransiNetDetectTask(PipelineTask):
         FileNotFoundError
             Raised if the model file is missing.
         """
-        if self.config.modelSource == "butler":
-            raise ValueError(
-                "TransiNetDetectTask: modelSource='butler' takes the model from the 'transinetModel' input "
-                "(dataset type transinet_model); pass model= to run() or use modelSource 'package'/'file'"
-            )
-        path = self.config.modelPath if self.config.modelSource == "file" else None
+        path = model_file_path(self.config, "TransiNetDetectTask", "transinetModel", "transinet_model")
         return _model_from_file(path)[0]
 
     @timeMethod
@@ -472,5 +423,5 @@ class TransiNetDetectTask(PipelineTask):
         if self.config.writeScoreImage:
             score_image = Image(score, bbox=science.bbox, sky_projection=science.sky_projection,
                                 metadata={"TN_VERSION": str(model.version), "TN_THRESHOLD": float(threshold)})
-        return Struct(diaSources=_convert_output(catalog, self.config.outputStorageClass),
+        return Struct(diaSources=convert_parquet_table(catalog, self.config.outputStorageClass),
                       scoreImage=score_image, model=model)
