@@ -28,6 +28,17 @@ from typing import Any
 
 import numpy as np
 
+from ._common import (
+    add_architecture_arguments,
+    add_output_arguments,
+    add_runtime_arguments,
+    add_training_loop_arguments,
+    make_parser,
+    metrics_path,
+    parse_json_object,
+    setup_logging,
+)
+
 ALERT_CHANNELS = ("science", "template", "difference")
 """Channel order of the stamps in the input npz files (the alert-stamp order)."""
 
@@ -42,12 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser : `argparse.ArgumentParser`
         The parser.
     """
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = make_parser(__doc__)
     p.add_argument("inputs", nargs="+", help="npz stamp files, or one StampStore directory")
-    p.add_argument("--output", required=True, help="model package to write (.safetensors)")
-    p.add_argument("--metrics", default=None, help="metrics JSON to write (default: OUTPUT with .json)")
+    add_output_arguments(p)
     p.add_argument("--plots-dir", default=None, help="directory for PNG plots (none if omitted)")
     p.add_argument(
         "--store-dir",
@@ -55,21 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="first stream the npz inputs into a float16 StampStore here (for data sets larger "
         "than memory); train from its memory map",
     )
-    p.add_argument("--checkpoint-dir", default=None, help="per-epoch checkpoints; resumes if present")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
-    p.add_argument("--architecture", default="rb3_cnn", help="architecture registry name")
-    p.add_argument("--architecture-kwargs", default="{}", help="JSON dict of architecture arguments")
+    add_architecture_arguments(p, architecture="rb3_cnn", architecture_kwargs={})
     p.add_argument(
         "--channels", default="template,science,difference", help="comma-separated model channel order"
     )
     p.add_argument("--normalization", default=None, help="JSON dict of NormalizationSpec parameters")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=128, help="per process")
-    p.add_argument("--lr", type=float, default=1e-3)
+    add_training_loop_arguments(p, epochs=20, batch_size=128, lr=1e-3, patience=5,
+                                batch_size_help="training batch size per process")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--class-balance", choices=("weight", "sample", "none"), default="weight")
     p.add_argument("--no-augment", action="store_true", help="disable the 8 rotations/flips")
-    p.add_argument("--patience", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--split",
@@ -80,11 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="fractions of groups (visits)",
     )
     p.add_argument("--target-purity", type=float, default=0.99)
-    p.add_argument("--num-threads", type=int, default=1)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--model-version", default="0.1.0", help="version string (at most 7 characters)")
+    add_runtime_arguments(p, model_version="0.1.0")
     p.add_argument("--distributed", action="store_true", help="data-parallel training under torchrun")
-    p.add_argument("--log-level", default="INFO")
     return p
 
 
@@ -253,9 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success.
     """
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s"
-    )
+    setup_logging(args.log_level)
     from .. import metrics
     from ..model_package import save_model_package
     from ..normalization import NormalizationSpec
@@ -268,9 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.device.startswith("cuda") and args.device == "cuda":
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     try:
-        arch_kwargs = json.loads(args.architecture_kwargs)
-        if not isinstance(arch_kwargs, dict):
-            raise ValueError("--architecture-kwargs must be a JSON object.")
+        arch_kwargs = parse_json_object(args.architecture_kwargs, "--architecture-kwargs")
         spec = NormalizationSpec.from_dict(json.loads(args.normalization)) if args.normalization else None
         channels = tuple(c.strip() for c in args.channels.split(",") if c.strip())
         if args.store_dir and not (len(args.inputs) == 1 and Path(args.inputs[0]).is_dir()):
@@ -376,9 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         save_model_package(output, result.module, meta)
-        metrics_path = Path(args.metrics) if args.metrics else output.with_suffix(".json")
-        metrics_path.write_text(json.dumps(metrics.to_jsonable(report), indent=1, allow_nan=False))
-        _LOG.info("Wrote %s and %s.", output, metrics_path)
+        metrics_file = metrics_path(args.metrics, output)
+        metrics_file.write_text(json.dumps(metrics.to_jsonable(report), indent=1, allow_nan=False))
+        _LOG.info("Wrote %s and %s.", output, metrics_file)
         return 0
     finally:
         if args.distributed:
