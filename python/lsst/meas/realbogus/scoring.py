@@ -556,6 +556,14 @@ def _check_batch_size(batch_size: int) -> int:
     return int(batch_size)
 
 
+def _set_threads(threads: int | None) -> None:
+    """Check ``threads`` and set the torch intra-op threads to it (nothing if None)."""
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        torch.set_num_threads(threads)
+
+
 def load_model(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -589,10 +597,7 @@ def load_model(
         Raised if the file is missing (including the default model before it
         has been trained and installed) or invalid.
     """
-    if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     path = _resolve_path(path)
     return RealBogusModel.from_package(read_model_package(path), device, backend=backend,
                                        threads=threads or 1)
@@ -648,10 +653,7 @@ def load_model_cached(
     resolved = _resolve_path(path)
     data = resolved.read_bytes()
     key = (hashlib.sha256(data).hexdigest(), str(_resolve_device(device)), backend, threads or 1)
-    if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     with _CACHE_LOCK:
         model = _CACHE.get(key)
         if model is None:
