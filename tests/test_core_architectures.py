@@ -97,3 +97,19 @@ def test_incumbent_size_fixed() -> None:
             model(torch.randn(2, 3, 63, 63))
     with pytest.raises(ValueError, match="too small"):
         build_architecture("incumbent_cnn", size=20)
+
+
+def test_rb_cnn_stem() -> None:
+    """A stride-1 stem adds one full-resolution convolution (and its FLOPs); bad widths are refused."""
+    plain = build_architecture("rb3_cnn", widths=(8, 16), hidden=8)
+    stem = build_architecture("rb3_cnn", widths=(8, 16), hidden=8, stem=6)
+    convs = [m for m in stem.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride for c in convs] == [(1, 1), (2, 2), (2, 2)] and convs[0].out_channels == 6
+    # The stem costs 31^2 * 6 * 4 * 9 MACs and feeds 6 (not 4) channels into the first strided conv.
+    extra = 2 * 31 * 31 * 6 * 4 * 9 + 2 * 16 * 16 * 8 * (6 - 4) * 9
+    assert flops_per_source(stem, 4, 31) - flops_per_source(plain, 4, 31) == extra
+    with torch.inference_mode():
+        assert stem.eval()(torch.randn(3, 4, 31, 31)).shape == (3,)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="stem"):
+            build_architecture("rb3_cnn", stem=bad)

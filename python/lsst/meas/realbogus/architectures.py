@@ -238,12 +238,24 @@ class RB3CNN(nn.Module):
         Output channels of the 3×3 stride-2 convolutions.
     hidden : `int`, optional
         Width of the dense layer.
+    stem : `int`, optional
+        Output channels of a 3×3 stride-1 convolution applied before the strided ones, so that the
+        first layer sees every pixel at full resolution (sharp cosmic rays and hot pixels against
+        PSF-wide sources); 0 (the default) for none.
     """
 
-    def __init__(self, in_channels: int = 4, widths: tuple[int, ...] = (16, 24, 32), hidden: int = 32):
+    def __init__(
+        self,
+        in_channels: int = 4,
+        widths: tuple[int, ...] = (16, 24, 32),
+        hidden: int = 32,
+        stem: int = 0,
+    ):
         super().__init__()
         _check_positive_int("in_channels", in_channels)
         _check_positive_int("hidden", hidden)
+        if isinstance(stem, bool) or not isinstance(stem, int) or stem < 0:
+            raise ValueError(f"stem must be a non-negative integer, got {stem!r}")
         widths = tuple(widths)
         if not widths:
             raise ValueError("widths must list at least one convolution width")
@@ -251,6 +263,9 @@ class RB3CNN(nn.Module):
             _check_positive_int("widths entry", w)
         layers: list[nn.Module] = []
         previous = in_channels
+        if stem:
+            layers += [nn.Conv2d(previous, stem, kernel_size=3, stride=1, padding=1), nn.ReLU(inplace=True)]
+            previous = stem
         for w in widths:
             layers += [nn.Conv2d(previous, w, kernel_size=3, stride=2, padding=1), nn.ReLU(inplace=True)]
             previous = w
@@ -267,21 +282,25 @@ class RB3CNN(nn.Module):
 
 
 @register_architecture("rb3_cnn", kind="classifier")
-def _rb3_cnn(in_channels: int = 4, widths: tuple[int, ...] = (16, 24, 32), hidden: int = 32) -> nn.Module:
+def _rb3_cnn(
+    in_channels: int = 4, widths: tuple[int, ...] = (16, 24, 32), hidden: int = 32, stem: int = 0
+) -> nn.Module:
     """Default classifier on template/science/difference (+ valid mask) stamps.
 
     Any stamp size; see `RB3CNN`.
     """
-    return RB3CNN(in_channels=in_channels, widths=tuple(widths), hidden=hidden)
+    return RB3CNN(in_channels=in_channels, widths=tuple(widths), hidden=hidden, stem=stem)
 
 
 @register_architecture("rb1_cnn", kind="classifier")
-def _rb1_cnn(in_channels: int = 2, widths: tuple[int, ...] = (16, 24, 32), hidden: int = 32) -> nn.Module:
+def _rb1_cnn(
+    in_channels: int = 2, widths: tuple[int, ...] = (16, 24, 32), hidden: int = 32, stem: int = 0
+) -> nn.Module:
     """Classifier on the difference (+ valid mask) only.
 
     Any stamp size; see `RB3CNN`.
     """
-    return RB3CNN(in_channels=in_channels, widths=tuple(widths), hidden=hidden)
+    return RB3CNN(in_channels=in_channels, widths=tuple(widths), hidden=hidden, stem=stem)
 
 
 class IncumbentCNN(nn.Module):
