@@ -5,6 +5,14 @@ the 8 dihedral augmentations, early stopping on the validation loss, per-epoch c
 resume, optional data-parallel training (``torch.distributed``, launched by ``torchrun``), a
 calibration step and a threshold chosen for a target purity on the validation set.
 
+Data-parallel training.  ``batch_size`` is the global batch: with ``W`` processes each process
+takes ``batch_size // W`` stamps of every step.  Every process builds the same epoch order (the
+order a single process would visit) and the same augmentations, cuts it into the same global
+batches, and takes its slice of each; the per-stamp losses are weighted so that the gradient
+``DistributedDataParallel`` averages is the mean over the global batch.  A run on ``W`` processes
+therefore takes the same optimiser steps, on the same stamps, as a single-process run (up to
+floating-point summation order).
+
 Calibration.  Class balancing shifts the logits by ``log(n_bogus / n_real)`` of the training set
 (the prior ratio); that shift is removed analytically, then one temperature ``T`` is fitted on the
 validation logits by minimising the log loss.  Both are folded into the final linear layer
@@ -28,6 +36,7 @@ __all__ = [
     "fold_calibration",
     "effective_architecture_kwargs",
     "init_distributed",
+    "local_batch_size",
     "predict_scores",
     "split_by_group",
     "train_classifier",
@@ -51,9 +60,10 @@ import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
 from torch import nn
+from torch.nn import functional
 
 from . import metrics
-from .stamp_dataset import ArrayStampSource, StampBatchIterator, StampSource
+from .stamp_dataset import DIHEDRAL_COUNT, ArrayStampSource, StampBatchIterator, StampSource
 
 _LOG = logging.getLogger("lsst.meas.realbogus.training")
 
@@ -84,7 +94,9 @@ class TrainingConfig:
     epochs : `int`
         Maximum number of epochs.
     batch_size : `int`
-        Batch size per process.
+        Global batch size: the stamps of one optimiser step summed over all processes.  In
+        data-parallel training each of ``W`` processes takes ``batch_size // W`` of them, so
+        ``batch_size`` must be a multiple of ``W``.
     lr : `float`
         AdamW learning rate.
     weight_decay : `float`
@@ -536,10 +548,42 @@ def _optimizer_from_flat(
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def _epoch_indices(
-    labels: np.ndarray, config: TrainingConfig, epoch: int, rank: int, world: int
-) -> np.ndarray:
-    """Return the indices this process visits in ``epoch`` (identical across resumes)."""
+def local_batch_size(batch_size: int, world_size: int) -> int:
+    """Return the per-process batch of a global ``batch_size`` shared by ``world_size`` processes.
+
+    Parameters
+    ----------
+    batch_size : `int`
+        Global batch size (`TrainingConfig.batch_size`).
+    world_size : `int`
+        Number of data-parallel processes.
+
+    Returns
+    -------
+    local : `int`
+        ``batch_size // world_size``.
+
+    Raises
+    ------
+    ValueError
+        Raised if ``batch_size`` is smaller than ``world_size`` or not a multiple of it.
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be positive, got {world_size}.")
+    if batch_size < world_size or batch_size % world_size:
+        raise ValueError(
+            f"batch_size {batch_size} is the global batch and must be a positive multiple of the "
+            f"number of processes {world_size} (each process takes batch_size // {world_size})."
+        )
+    return batch_size // world_size
+
+
+def _epoch_order(labels: np.ndarray, config: TrainingConfig, epoch: int) -> np.ndarray:
+    """Return the global visiting order of ``epoch``.
+
+    It depends only on ``(config.seed, epoch)`` and the labels: it is the same in every process,
+    for any number of processes, and across resumes.
+    """
     from torch.utils.data import DistributedSampler, WeightedRandomSampler
 
     n = labels.size
@@ -547,15 +591,32 @@ def _epoch_indices(
         n_pos = int(labels.sum())
         w = np.where(labels == 1, 0.5 / n_pos, 0.5 / (n - n_pos))
         gen = torch.Generator().manual_seed(config.seed * 100003 + epoch)
-        drawn = np.fromiter(
+        return np.fromiter(
             WeightedRandomSampler(torch.from_numpy(w), n, replacement=True, generator=gen), dtype=np.int64
         )
-        per = math.ceil(n / world)
-        padded = np.concatenate([drawn, drawn[: per * world - n]])
-        return padded[rank::world]
-    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
+    # One replica: the permutation of torch.randperm seeded with seed + epoch.
+    sampler = DistributedSampler(range(n), num_replicas=1, rank=0, shuffle=True, seed=config.seed)
     sampler.set_epoch(epoch)
     return np.fromiter(iter(sampler), dtype=np.int64)
+
+
+def _local_positions(n_step: int, rank: int, world: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in a global batch of ``n_step`` stamps that process ``rank`` takes.
+
+    Process ``r`` takes the contiguous slice ``[r * m, (r + 1) * m)`` with ``m = ceil(n_step /
+    world)``; positions past the end of a short (last) batch wrap around and are padding, so that
+    every process takes the same number of stamps.
+
+    Returns
+    -------
+    positions : `numpy.ndarray` of `int`
+        Positions in the global batch.
+    real : `numpy.ndarray` of `bool`
+        False for padding (to be given zero weight).
+    """
+    per = -(-n_step // world)
+    pos = np.arange(rank * per, (rank + 1) * per)
+    return pos % n_step, pos < n_step
 
 
 def _make_metadata(
@@ -626,8 +687,15 @@ def train_classifier(
     Notes
     -----
     When ``torch.distributed`` is initialised (see `init_distributed`), the module is wrapped in
-    ``DistributedDataParallel``, each process takes its shard of every epoch, and ``batch_size`` is
-    per process.  Every process evaluates the full validation set.
+    ``DistributedDataParallel`` and ``config.batch_size`` is the global batch: each of the ``W``
+    processes takes ``batch_size // W`` stamps of every global batch (`ValueError` if
+    ``batch_size`` is not a multiple of ``W``).  All processes cut the same epoch order, with the
+    same augmentations, into the same global batches, and the losses are weighted so that the
+    averaged gradient is that of the mean loss over the global batch (a short last batch included),
+    so the optimisation matches single-process training step for step.  Every process evaluates the
+    full validation set (identical weights give identical early-stopping decisions).  Batch
+    normalisation layers are converted to ``SyncBatchNorm`` on CUDA; on the CPU (where PyTorch has
+    no ``SyncBatchNorm``) their batch statistics are per process.
     """
     config.validate()
     log = log or _LOG
@@ -655,7 +723,8 @@ def train_classifier(
     pos_weight = prior_ratio if config.class_balance == "weight" else 1.0
     shift = math.log(prior_ratio) if config.class_balance in ("weight", "sample") else 0.0
 
-    train_iter = StampBatchIterator(train_src, config.batch_size, config.channels, spec)
+    local_batch = local_batch_size(config.batch_size, world)
+    train_iter = StampBatchIterator(train_src, local_batch, config.channels, spec)
     val_iter = StampBatchIterator(val_src, max(config.batch_size, 256), config.channels, spec)
 
     old_threads = torch.get_num_threads()
@@ -669,11 +738,21 @@ def train_classifier(
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
+            has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+            if has_bn and device.type == "cuda":
+                module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+            elif has_bn and rank == 0:
+                log.warning(
+                    "Batch normalisation statistics are per process (%d stamps) in data-parallel "
+                    "training on the CPU: results can differ from single-process training.",
+                    local_batch,
+                )
             model = DistributedDataParallel(
                 module, device_ids=[device.index] if device.type == "cuda" else None
             )
         optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
+        pos_weight_t = torch.tensor(pos_weight, device=device)
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight_t)
 
         start_epoch = 0
         best_state = _state_to_cpu(module.state_dict())
@@ -712,19 +791,41 @@ def train_classifier(
         while epoch < last_epoch and not stopped_early:
             t0 = time.perf_counter()
             model.train()
-            indices = _epoch_indices(train_labels, config, epoch, rank, world)
-            aug_rng = np.random.default_rng([config.seed, epoch, rank]) if config.augment else None
+            # The same global order and augmentations in every process (the trailing 0 of the
+            # augmentation seed keeps the stream of single-process runs).
+            order = _epoch_order(train_labels, config, epoch)
+            aug_rng = np.random.default_rng([config.seed, epoch, 0]) if config.augment else None
             # Kept on the training device: NCCL cannot all-reduce CPU tensors, and no per-batch sync.
             loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
-            for x, y in train_iter.iterate(indices, aug_rng):
-                xb = torch.from_numpy(x).to(device)
-                yb = torch.from_numpy(y).to(device)
+            for start in range(0, order.size, config.batch_size):
+                step = order[start : start + config.batch_size]
+                dihedral = aug_rng.integers(0, DIHEDRAL_COUNT, step.size) if aug_rng is not None else None
+                real = None
+                if world > 1:
+                    positions, real = _local_positions(step.size, rank, world)
+                    step = step[positions]
+                    dihedral = dihedral[positions] if dihedral is not None else None
+                xb = torch.from_numpy(train_iter.get_batch(step, dihedral)).to(device)
+                yb = torch.from_numpy(train_labels[step].astype(np.float32)).to(device)
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(xb).reshape(-1), yb)
+                logits = model(xb).reshape(-1)
+                if real is None:
+                    loss = loss_fn(logits, yb)
+                    loss_sum[0] += loss.detach().double() * len(step)
+                    loss_sum[1] += len(step)
+                else:
+                    # DDP averages the gradients over the processes: weighting each real stamp by
+                    # world / (stamps in the global batch) makes that the global-batch mean.
+                    per_stamp = functional.binary_cross_entropy_with_logits(
+                        logits, yb, pos_weight=pos_weight_t, reduction="none"
+                    )
+                    real_t = torch.from_numpy(real).to(device=device, dtype=per_stamp.dtype)
+                    n_real_step = int(min(config.batch_size, order.size - start))
+                    loss = (per_stamp * real_t).sum() * (world / n_real_step)
+                    loss_sum[0] += (per_stamp.detach().double() * real_t.double()).sum()
+                    loss_sum[1] += int(real.sum())
                 loss.backward()
                 optimizer.step()
-                loss_sum[0] += loss.detach().double() * len(y)
-                loss_sum[1] += len(y)
             if world > 1:
                 import torch.distributed as dist
 
