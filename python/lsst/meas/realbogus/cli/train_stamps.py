@@ -10,7 +10,9 @@ package) with validation and test summaries and the training history, and PNG pl
 ``--plots-dir``.
 
 Distributed data-parallel training: ``torchrun --nproc_per_node N realbogus_train_stamps.py
---distributed ...``; rank 0 writes the outputs.
+--distributed ...``; rank 0 writes the outputs.  ``--batch-size`` is the global batch (a multiple
+of N; each process takes ``batch-size / N`` stamps per step), so N processes take the same
+optimiser steps as one and train the same model.
 """
 
 from __future__ import annotations
@@ -69,8 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--channels", default="template,science,difference", help="comma-separated model channel order"
     )
     p.add_argument("--normalization", default=None, help="JSON dict of NormalizationSpec parameters")
-    add_training_loop_arguments(p, epochs=20, batch_size=128, lr=1e-3, patience=5,
-                                batch_size_help="training batch size per process")
+    add_training_loop_arguments(
+        p,
+        epochs=20,
+        batch_size=128,
+        lr=1e-3,
+        patience=5,
+        batch_size_help="global training batch per optimiser step; with --distributed each of the N "
+        "processes takes batch-size / N of it (a multiple of N)",
+    )
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--class-balance", choices=("weight", "sample", "none"), default="weight")
     p.add_argument("--no-augment", action="store_true", help="disable the 8 rotations/flips")
