@@ -17,3 +17,18 @@ def postgres() -> Iterator[PostgresServer]:
     """
     with postgres_server() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Run torch single-threaded for a test module: the test machines are small and shared.
+
+    Use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``; the previous number
+    of threads is restored after the module.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

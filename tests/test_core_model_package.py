@@ -21,14 +21,7 @@ from lsst.meas.realbogus.model_package import (
 )
 from lsst.meas.realbogus.normalization import NormalizationSpec
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run torch single-threaded: the test machines are small and shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CHANNELS = ["template", "science", "difference"]

@@ -6,48 +6,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from lsst.meas.realbogus import mask_planes
 from lsst.meas.realbogus.architectures import build_architecture
 from lsst.meas.realbogus.cutouts import extract_cutouts
 from lsst.meas.realbogus.errors import ModelPackageError
-from lsst.meas.realbogus.model_package import ModelMetadata, read_model_package, save_model_package
+from lsst.meas.realbogus.model_package import ModelMetadata, read_model_package
 from lsst.meas.realbogus.normalization import NormalizationSpec
 from lsst.meas.realbogus.scoring import RealBogusModel, load_model, load_model_cached
+from tiny_models import write_tiny_classifier
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run torch single-threaded: the test machines are small and shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SIZE = 25
 
 
 def write_model(path: Path, *, architecture: str = "rb3_cnn", channels=None, seed: int = 0, **meta) -> Path:
-    torch.manual_seed(seed)
-    channels = channels or ["template", "science", "difference"]
-    spec = meta.pop("normalization", NormalizationSpec())
-    n_in = len(spec.output_channels(channels))
-    net = build_architecture(architecture, in_channels=n_in, widths=(8, 8), hidden=8)
     # Larger weights than the default init, so that scores vary visibly between stamps.
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(3.0)
-    metadata = ModelMetadata(
-        architecture=architecture,
-        architecture_kwargs={"in_channels": n_in, "widths": [8, 8], "hidden": 8},
-        channels=list(channels),
-        cutout_size=SIZE,
-        version="test",
-        normalization=spec,
-        **meta,
+    return write_tiny_classifier(
+        path, architecture=architecture, channels=channels or ["template", "science", "difference"],
+        seed=seed, widths=(8, 8), hidden=8, weight_scale=3.0, cutout_size=SIZE, version="test", **meta,
     )
-    return save_model_package(path, net, metadata)
 
 
 @pytest.fixture(scope="module")
@@ -233,9 +212,6 @@ def test_variance_shape_checked(model_path: Path, images: dict[str, np.ndarray])
 def test_onnx_backend_matches_torch_and_is_batch_invariant():
     """The ONNX Runtime path gives the PyTorch scores (≤ 1e-6) for any batch size."""
     import torch as _torch
-
-    from lsst.meas.realbogus.architectures import build_architecture
-    from lsst.meas.realbogus.model_package import ModelMetadata
     from lsst.meas.realbogus.scoring import RealBogusModel
 
     _torch.manual_seed(3)

@@ -11,10 +11,8 @@ __all__ = ["DATA_ID", "make_model_file", "make_processed_repo", "make_sim_only_r
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from lsst.daf.butler import Butler
-from lsst.meas.realbogus.architectures import build_architecture
-from lsst.meas.realbogus.model_package import ModelMetadata, save_model_package
+from tiny_models import write_tiny_classifier
 
 DATA_ID = {"instrument": "SimCam", "visit": 4, "detector": 0}
 """The one (visit, detector) of `make_processed_repo`."""
@@ -28,15 +26,8 @@ def make_model_file(
     seed: int = 0,
 ) -> Path:
     """Write a tiny randomly initialised model package (rb3_cnn) and return its path."""
-    channels = list(channels)
-    torch.manual_seed(seed)
-    kwargs = {"in_channels": len(channels) + 1, "widths": [4, 4], "hidden": 4}
-    net = build_architecture("rb3_cnn", **kwargs)
-    metadata = ModelMetadata(
-        architecture="rb3_cnn", channels=channels, cutout_size=21, version=version,
-        architecture_kwargs=kwargs, threshold=threshold,
-    )
-    return save_model_package(path, net, metadata)
+    return write_tiny_classifier(path, channels=channels, widths=(4, 4), hidden=4, weight_scale=None,
+                                 seed=seed, version=version, threshold=threshold)
 
 
 def make_sim_only_repo(root: Path, size: int = 160) -> Butler:

@@ -13,49 +13,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from lsst.meas.realbogus import mask_planes
-from lsst.meas.realbogus.architectures import build_architecture
 from lsst.meas.realbogus.cutouts import extract_cutouts
-from lsst.meas.realbogus.model_package import ModelMetadata, save_model_package
 from lsst.meas.realbogus.normalization import NormalizationSpec
 from lsst.meas.realbogus.scoring import RealBogusModel, load_model
+from tiny_models import write_tiny_classifier
 
 SIZE = 21
 SHAPE = (160, 180)
 WEIGHT_SCALE = 1.5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run torch single-threaded: the test machines are small and shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_tiny_model(
     path: Path, *, size: int = SIZE, seed: int = 0, spec: NormalizationSpec | None = None
 ) -> Path:
     """Write a tiny random ``rb3_cnn`` package with visibly varying scores."""
-    torch.manual_seed(seed)
-    spec = spec or NormalizationSpec()
-    channels = ["template", "science", "difference"]
-    n_in = len(spec.output_channels(channels))
-    net = build_architecture("rb3_cnn", in_channels=n_in, widths=(4, 6), hidden=6)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(WEIGHT_SCALE)
-    metadata = ModelMetadata(
-        architecture="rb3_cnn",
-        architecture_kwargs={"in_channels": n_in, "widths": [4, 6], "hidden": 6},
-        channels=channels,
-        cutout_size=size,
-        version="robust",
-        normalization=spec,
-    )
-    return save_model_package(path, net, metadata)
+    return write_tiny_classifier(path, cutout_size=size, seed=seed, version="robust",
+                                 weight_scale=WEIGHT_SCALE, normalization=spec or NormalizationSpec())
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from lsst.daf.butler import Butler
-from lsst.meas.realbogus.architectures import build_architecture
 from lsst.meas.realbogus.butler import repo
 from lsst.meas.realbogus.cli.demo import find_pipetask
-from lsst.meas.realbogus.model_package import ModelMetadata, save_model_package
 from lsst.meas.realbogus.simulation import small_test_config
+from tiny_models import write_tiny_classifier
 
 PIPELINE = Path(__file__).parents[1] / "pipelines" / "SimulatedAP.yaml"
 OUTPUTS = (
@@ -44,17 +42,8 @@ OUTPUT = "robust/interrupted"
 
 def write_tiny_model(path: Path) -> Path:
     """Write a tiny random model package (the test must not depend on the packaged default)."""
-    torch.manual_seed(0)
-    kwargs = {"in_channels": 4, "widths": [4, 4], "hidden": 4}
-    net = build_architecture("rb3_cnn", **kwargs)
-    meta = ModelMetadata(
-        architecture="rb3_cnn",
-        architecture_kwargs=kwargs,
-        channels=["science", "template", "difference"],
-        cutout_size=21,
-        version="kill",
-    )
-    return save_model_package(path, net, meta)
+    return write_tiny_classifier(path, channels=("science", "template", "difference"), widths=(4, 4),
+                                 hidden=4, weight_scale=None, version="kill")
 
 
 def pipetask_command(root: Path, model: Path, *extra: str) -> list[str]:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from lsst.meas.realbogus.architectures import build_architecture
-from lsst.meas.realbogus.model_package import ModelMetadata
 from lsst.meas.realbogus.scoring import RealBogusModel
+from tiny_models import tiny_classifier
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 BENCH = Path(__file__).parents[1] / "bench" / "nan_peak_report.py"
 
@@ -34,22 +34,9 @@ def _bench_module():
 @pytest.fixture(scope="module")
 def result():
     """Return result."""
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    kwargs = {"in_channels": 4, "widths": [4, 6], "hidden": 6}
-    net = build_architecture("rb3_cnn", **kwargs)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(1.5)
-    meta = ModelMetadata(
-        architecture="rb3_cnn",
-        architecture_kwargs=kwargs,
-        channels=["template", "science", "difference"],
-        cutout_size=31,
-        version="nan",
-    )
+    model = RealBogusModel(*tiny_classifier(cutout_size=31, version="nan"))
     bench = _bench_module()
-    return bench, bench.nan_peak_experiment(RealBogusModel(net, meta), size=256, n_lines=4, n_sources=800)
+    return bench, bench.nan_peak_experiment(model, size=256, n_lines=4, n_sources=800)
 
 
 def test_tie_fraction_measure() -> None:

@@ -22,15 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lsst.meas.realbogus import mask_planes
-from lsst.meas.realbogus.architectures import build_architecture
 from lsst.meas.realbogus.cutouts import center_crop_or_pad, extract_cutouts, iter_cutout_batches
-from lsst.meas.realbogus.model_package import ModelMetadata, read_model_package, save_model_package
+from lsst.meas.realbogus.model_package import read_model_package
 from lsst.meas.realbogus.normalization import NormalizationSpec, noise_scale
 from lsst.meas.realbogus.scoring import RealBogusModel
+from tiny_models import write_tiny_classifier
 
 SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -39,30 +38,14 @@ MODEL_SIZE = 15
 CHANNELS = ("science", "template", "difference")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def package_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Return package path."""
-    torch.manual_seed(1)
-    net = build_architecture("rb3_cnn", in_channels=4, widths=(4, 6), hidden=6)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(1.5)
-    meta = ModelMetadata(
-        architecture="rb3_cnn",
-        architecture_kwargs={"in_channels": 4, "widths": [4, 6], "hidden": 6},
-        channels=["template", "science", "difference"],
-        cutout_size=MODEL_SIZE,
-        version="prop",
-    )
-    return save_model_package(tmp_path_factory.mktemp("prop") / "m.safetensors", net, meta)
+    return write_tiny_classifier(tmp_path_factory.mktemp("prop") / "m.safetensors", seed=1,
+                                 cutout_size=MODEL_SIZE, version="prop")
 
 
 @pytest.fixture(scope="module")

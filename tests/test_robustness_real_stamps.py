@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from lsst.meas.realbogus.architectures import build_architecture
-from lsst.meas.realbogus.model_package import ModelMetadata, save_model_package
 from lsst.meas.realbogus.real_stamps import AlertStamps, list_alert_stamp_files
 from lsst.meas.realbogus.real_stamps import read_alert_stamps as _read
 from lsst.meas.realbogus.scoring import DEFAULT_MODEL_PATH, RealBogusModel, load_model
+from tiny_models import write_tiny_classifier
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 EXPECTED = {"lsstcam": (30, 30), "hsc_lsstpipe": (30, 30), "ztf": (63, 63), "decat": (51, 51)}
@@ -44,21 +44,8 @@ def realdata_dir() -> Path:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> list[RealBogusModel]:
     """Return models."""
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    kwargs = {"in_channels": 4, "widths": [4, 6], "hidden": 6}
-    net = build_architecture("rb3_cnn", **kwargs)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(1.5)
-    meta = ModelMetadata(
-        architecture="rb3_cnn",
-        architecture_kwargs=kwargs,
-        channels=["template", "science", "difference"],
-        cutout_size=31,
-        version="real",
-    )
-    out = [load_model(save_model_package(tmp_path_factory.mktemp("real") / "m.safetensors", net, meta))]
+    path = tmp_path_factory.mktemp("real") / "m.safetensors"
+    out = [load_model(write_tiny_classifier(path, cutout_size=31, version="real"))]
     if DEFAULT_MODEL_PATH.exists():
         out.append(load_model())
     return out

@@ -11,13 +11,11 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 import pytest
-import torch
 from astropy.table import MaskedColumn, Table
-from lsst.meas.realbogus.architectures import build_architecture
 from lsst.meas.realbogus.butler.images import make_difference_image, make_visit_image
-from lsst.meas.realbogus.model_package import ModelMetadata, save_model_package
 from lsst.meas.realbogus.simulation import make_wcs, small_test_config
 from lsst.meas.realbogus.tasks.rb_transinet import RBTransiNetConfig, RBTransiNetTask
+from tiny_models import write_tiny_classifier
 
 SHAPE = (96, 110)
 
@@ -25,20 +23,8 @@ SHAPE = (96, 110)
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Return model path."""
-    torch.manual_seed(2)
-    kwargs = {"in_channels": 4, "widths": [4, 6], "hidden": 6}
-    net = build_architecture("rb3_cnn", **kwargs)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(1.5)
-    meta = ModelMetadata(
-        architecture="rb3_cnn",
-        architecture_kwargs=kwargs,
-        channels=["science", "template", "difference"],
-        cutout_size=21,
-        version="rtask",
-    )
-    return save_model_package(tmp_path_factory.mktemp("task") / "m.safetensors", net, meta)
+    return write_tiny_classifier(tmp_path_factory.mktemp("task") / "m.safetensors",
+                                 channels=("science", "template", "difference"), seed=2, version="rtask")
 
 
 def _images(shape: tuple[int, int] = SHAPE, seed: int = 0):
