@@ -131,10 +131,22 @@ def _as_image(name: str, array: Any, shape: tuple[int, ...] | None) -> np.ndarra
     return arr
 
 
-def _subsample(values: np.ndarray) -> np.ndarray:
-    """Deterministically thin a 1-D array to at most ``_MAX_STAT_PIXELS`` values."""
-    step = max(1, values.size // _MAX_STAT_PIXELS)
-    return values[::step]
+def _subsample_indices(valid: np.ndarray) -> np.ndarray:
+    """Return the flat indices of the valid pixels, deterministically thinned.
+
+    Every ``step``-th valid pixel is kept, ``step = max(1, n_valid //
+    _MAX_STAT_PIXELS)``, so at most about ``_MAX_STAT_PIXELS`` remain.  Taking
+    the values at these indices equals thinning the valid values, but only the
+    kept pixels are copied (and converted to ``float64``).
+    """
+    indices = np.flatnonzero(valid)
+    step = max(1, indices.size // _MAX_STAT_PIXELS)
+    return indices[::step]
+
+
+def _values(image: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Return ``image`` at flat ``indices`` as ``float64``."""
+    return np.asarray(image).ravel()[indices].astype(np.float64)
 
 
 def valid_mask(
@@ -178,14 +190,14 @@ def compute_stats(
     spec = spec or NormalizationSpec()
     if not valid.any():
         raise ValueError("No valid pixel in the (template, science) pair; cannot normalise.")
-    flat_valid = valid.ravel()
-    tvals = _subsample(np.asarray(template, dtype=np.float64).ravel()[flat_valid])
-    svals = _subsample(np.asarray(science, dtype=np.float64).ravel()[flat_valid])
+    indices = _subsample_indices(valid)
+    tvals = _values(template, indices)
+    svals = _values(science, indices)
     t_med = float(np.median(tvals))
     s_med = float(np.median(svals))
     sigma = np.nan
     if spec.noise_source == "variance" and science_variance is not None:
-        vvals = _subsample(np.asarray(science_variance, dtype=np.float64).ravel()[flat_valid])
+        vvals = _values(science_variance, indices)
         vvals = vvals[vvals > 0]
         if vvals.size:
             sigma = float(np.sqrt(np.median(vvals)))
