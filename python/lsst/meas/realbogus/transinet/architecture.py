@@ -15,8 +15,9 @@ features concatenated with the full-resolution stem features.
 
 from __future__ import annotations
 
-__all__ = ["TransiNetUNet", "build_transinet_unet", "ARCHITECTURE_NAME"]
+__all__ = ["TransiNetUNet", "TransiNetInferenceNet", "build_transinet_unet", "ARCHITECTURE_NAME"]
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -133,6 +134,79 @@ class TransiNetUNet(nn.Module):
             h = act(self.dec[lv - 1](torch.cat([h, skips[lv]], dim=1)), 0.1)
         h = nnf.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
         h = act(self.head_hidden(torch.cat([h, f0], dim=1)), 0.1)
+        logits = self.head_out(h)
+        return logits[..., :height, :width]
+
+
+class TransiNetInferenceNet(nn.Module):
+    """Inference-only equivalent of a trained `TransiNetUNet` with a cheaper head.
+
+    The head of `TransiNetUNet` applies a 1x1 convolution to the concatenation
+    of the bilinearly upsampled half-resolution features ``h`` and the
+    full-resolution stem features ``f0``.  Splitting its weight ``W = [W_h, W_f]``
+    gives ``W_h up(h) + W_f f0 + b``, and because bilinear upsampling is linear per
+    channel with weights summing to one it commutes with the 1x1 convolution:
+    ``W_h up(h) = up(W_h h)``.  This module computes ``up(W_h h) + W_f f0 + b``,
+    which upsamples ``widths[0]`` instead of ``widths[1]`` channels, runs part of
+    the head at half resolution and builds no full-resolution concatenation.  The
+    output equals the original network's to float32 rounding.
+
+    Parameters
+    ----------
+    network : `TransiNetUNet`
+        Trained network (deep-copied; the copy is in evaluation mode without
+        gradients, the original is not modified).
+    """
+
+    def __init__(self, network: TransiNetUNet) -> None:
+        super().__init__()
+        if not isinstance(network, TransiNetUNet):
+            raise TypeError(f"Expected a TransiNetUNet; got {type(network).__name__}.")
+        net = copy.deepcopy(network).eval()
+        self.in_channels = net.in_channels
+        self.depth = net.depth
+        self.multiple = net.multiple
+        self.receptive_radius = net.receptive_radius
+        self.stem, self.down, self.enc, self.dec = net.stem, net.down, net.enc, net.dec
+        self.head_out = net.head_out
+        weight = net.head_hidden.weight.detach()
+        n_up = net.widths[1]
+        n_hidden = weight.shape[0]
+        self.head_up = nn.Conv2d(n_up, n_hidden, kernel_size=1, bias=False)
+        self.head_skip = nn.Conv2d(weight.shape[1] - n_up, n_hidden, kernel_size=1)
+        with torch.no_grad():
+            self.head_up.weight.copy_(weight[:, :n_up])
+            self.head_skip.weight.copy_(weight[:, n_up:])
+            self.head_skip.bias.copy_(net.head_hidden.bias.detach())
+        self.eval()
+        for param in self.parameters():
+            param.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return logits of shape ``(N, 1, H, W)`` for input ``(N, C, H, W)``."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"TransiNetInferenceNet expects input (N, {self.in_channels}, H, W); got {tuple(x.shape)}."
+            )
+        height, width = x.shape[-2:]
+        m = self.multiple
+        pad_h = (-height) % m
+        pad_w = (-width) % m
+        if pad_h or pad_w:
+            x = nnf.pad(x, (0, pad_w, 0, pad_h))
+        act = nnf.leaky_relu
+        f0 = act(self.stem(x), 0.1)
+        skips = [f0]
+        h = f0
+        for down, enc in zip(self.down, self.enc):
+            h = act(down(h), 0.1)
+            h = act(enc(h), 0.1)
+            skips.append(h)
+        for lv in range(self.depth - 1, 0, -1):
+            h = nnf.interpolate(h, scale_factor=2, mode="nearest")
+            h = act(self.dec[lv - 1](torch.cat([h, skips[lv]], dim=1)), 0.1)
+        h = nnf.interpolate(self.head_up(h), scale_factor=2, mode="bilinear", align_corners=False)
+        h = act(h + self.head_skip(f0), 0.1)
         logits = self.head_out(h)
         return logits[..., :height, :width]
 
