@@ -152,6 +152,36 @@ class InferenceBackend(ABC):
             out[start : start + m] = self._run(chunk).reshape(-1)[:m]
         return out
 
+    def predict_outputs(self, x: np.ndarray) -> np.ndarray:
+        """Return the network's raw outputs for a batch, in their own shape.
+
+        Unlike `predict_logits` the outputs are not flattened to one value per
+        stamp, so this also serves fully convolutional networks (exported with
+        ``dynamic_size``) that return a map per input, e.g. ``(N, 1, H, W)``.
+        Inputs are run in chunks of at most ``chunk_size``; ``fixed_chunks``
+        does not apply.
+
+        Parameters
+        ----------
+        x : `numpy.ndarray`
+            ``(N, C, H, W)`` float32 inputs (other float dtypes are converted).
+
+        Returns
+        -------
+        outputs : `numpy.ndarray`
+            The network outputs, concatenated along the first axis.
+
+        Raises
+        ------
+        ValueError
+            Raised if ``x`` does not have shape ``(N, in_channels, H, W)``.
+        """
+        x = self._check_input(x)
+        step = self.chunk_size
+        if x.shape[0] <= step:
+            return self._run(x)
+        return np.concatenate([self._run(x[start : start + step]) for start in range(0, x.shape[0], step)])
+
     @abstractmethod
     def _run(self, x: np.ndarray) -> np.ndarray:
         """Run one chunk (contiguous float32) and return its logits."""
