@@ -19,6 +19,7 @@ __all__ = ["TileLayout", "plan_tiles", "predict_tiled", "predict_full"]
 import dataclasses
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -148,6 +149,7 @@ def predict_tiled(
     multiple: int = 8,
     batch_size: int = 2,
     channels_last: bool = True,
+    workers: int = 1,
 ) -> np.ndarray:
     """Run a fully convolutional network over a large image in overlapping tiles.
 
@@ -155,7 +157,8 @@ def predict_tiled(
     ----------
     network : callable
         Maps a ``(N, C, h, w)`` float tensor to ``(N, 1, h, w)`` (e.g. logits).
-        Called under `torch.inference_mode`.
+        Called under `torch.inference_mode`; with ``workers > 1`` it is called
+        from several threads at once and must be thread-safe.
     inputs : `numpy.ndarray`
         Normalised, finite input of shape ``(C, H, W)``.
     tile_size, margin, multiple : `int`
@@ -165,6 +168,10 @@ def predict_tiled(
     channels_last : `bool`
         Pass tiles in ``torch.channels_last`` memory format (about twice as
         fast on CPUs with oneDNN when the network's weights are channels-last too).
+    workers : `int`
+        Number of batches run concurrently, each in its own thread (memory is
+        bounded by ``workers * batch_size`` tiles).  Every tile is computed the
+        same way whatever ``workers`` is, so the output does not depend on it.
 
     Returns
     -------
@@ -174,23 +181,35 @@ def predict_tiled(
     inputs = _check_inputs(inputs)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1; got {workers}.")
     layout = plan_tiles(inputs.shape[1:], tile_size=tile_size, margin=margin, multiple=multiple)
     out = np.zeros((layout.n_y * layout.core_y, layout.n_x * layout.core_x), dtype=np.float32)
     th, tw = layout.tile_shape
-    m = layout.margin
+    m, cy, cx = layout.margin, layout.core_y, layout.core_x
     origins = layout.origins()
-    with torch.inference_mode():
-        for start in range(0, len(origins), batch_size):
-            chunk = origins[start:start + batch_size]
+    chunks = [origins[start:start + batch_size] for start in range(0, len(origins), batch_size)]
+
+    def run(chunk: list[tuple[int, int]]) -> None:
+        # Tiles' cores do not overlap, so concurrent chunks write disjoint parts of ``out``.
+        with torch.inference_mode():
             batch = torch.from_numpy(np.stack([_extract_tile(inputs, layout, y0, x0) for y0, x0 in chunk]))
             if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             pred = network(batch).float().numpy()
-            if pred.shape != (len(chunk), 1, th, tw):
-                raise ValueError(f"Network returned shape {pred.shape}; expected {(len(chunk), 1, th, tw)}.")
-            for (y0, x0), tile in zip(chunk, pred):
-                out[y0:y0 + layout.core_y, x0:x0 + layout.core_x] = tile[0, m:m + layout.core_y,
-                                                                          m:m + layout.core_x]
+        if pred.shape != (len(chunk), 1, th, tw):
+            raise ValueError(f"Network returned shape {pred.shape}; expected {(len(chunk), 1, th, tw)}.")
+        for (y0, x0), tile in zip(chunk, pred):
+            out[y0:y0 + cy, x0:x0 + cx] = tile[0, m:m + cy, m:m + cx]
+
+    workers = min(workers, len(chunks))
+    if workers == 1:
+        for chunk in chunks:
+            run(chunk)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transinet-tile") as pool:
+            for future in [pool.submit(run, chunk) for chunk in chunks]:
+                future.result()
     return out[:layout.height, :layout.width]
 
 
