@@ -10,7 +10,7 @@ from lsst.meas.realbogus.detection import CATALOG_COLUMNS, DetectionConfig, dete
 from lsst.meas.realbogus.diffim import gaussian_kernel, psf_sigma
 from lsst.meas.realbogus.ids import make_source_ids
 from scipy.spatial import cKDTree
-from scipy.special import erf
+from synthetic_images import render_point_sources
 
 SIGMA = 2.0
 NOISE = 10.0
@@ -20,17 +20,8 @@ FLUX_ERR = NOISE / np.sqrt((PSF**2).sum())
 
 
 def render(shape, xs, ys, fluxes, sigma=SIGMA):
-    """Pixel-integrated circular Gaussian point sources."""
-    img = np.zeros(shape)
-    half = int(np.ceil(6 * sigma))
-    for x, y, f in zip(xs, ys, fluxes):
-        ix, iy = int(round(x)), int(round(y))
-        x0, x1 = max(ix - half, 0), min(ix + half + 1, shape[1])
-        y0, y1 = max(iy - half, 0), min(iy + half + 1, shape[0])
-        px = np.diff(erf((np.arange(x0, x1 + 1) - 0.5 - x) / (np.sqrt(2) * sigma))) / 2
-        py = np.diff(erf((np.arange(y0, y1 + 1) - 0.5 - y) / (np.sqrt(2) * sigma))) / 2
-        img[y0:y1, x0:x1] += f * np.outer(py, px)
-    return img
+    """Pixel-integrated circular Gaussian point sources, all of width ``sigma``."""
+    return render_point_sources(shape, xs, ys, fluxes, sigma)
 
 
 def grid_sources(shape, spacing, rng, margin=20):

@@ -8,22 +8,7 @@ import numpy as np
 import pytest
 from lsst.meas.realbogus import mask_planes
 from lsst.meas.realbogus.diffim import SubtractionConfig, gaussian_kernel, psf_sigma, subtract_images
-from scipy.special import erf
-
-
-def render(shape, xs, ys, fluxes, sigmas):
-    """Pixel-integrated circular Gaussian point sources (one sigma per source allowed)."""
-    img = np.zeros(shape)
-    sigmas = np.broadcast_to(np.asarray(sigmas, dtype=float), np.shape(xs))
-    for x, y, f, s in zip(xs, ys, fluxes, sigmas):
-        half = int(np.ceil(6 * s))
-        ix, iy = int(round(x)), int(round(y))
-        x0, x1 = max(ix - half, 0), min(ix + half + 1, shape[1])
-        y0, y1 = max(iy - half, 0), min(iy + half + 1, shape[0])
-        px = np.diff(erf((np.arange(x0, x1 + 1) - 0.5 - x) / (np.sqrt(2) * s))) / 2
-        py = np.diff(erf((np.arange(y0, y1 + 1) - 0.5 - y) / (np.sqrt(2) * s))) / 2
-        img[y0:y1, x0:x1] += f * np.outer(py, px)
-    return img
+from synthetic_images import render_point_sources as render
 
 
 def make_pair(shape=(400, 400), n_stars=120, s_sci=2.0, s_tmp=1.3, sky_sci=100.0, sky_tmp=30.0, seed=1,
