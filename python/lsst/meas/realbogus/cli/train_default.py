@@ -70,6 +70,17 @@ from typing import Any
 
 import numpy as np
 
+from ._common import (
+    add_architecture_arguments,
+    add_output_arguments,
+    add_runtime_arguments,
+    add_training_loop_arguments,
+    make_parser,
+    metrics_path,
+    parse_json_object,
+    setup_logging,
+)
+
 # --- Settings of the shipped default model (edit these). ---
 DEFAULT_VISITS = 16
 """Number of simulated training visits of the main survey."""
@@ -168,11 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser : `argparse.ArgumentParser`
         The parser.
     """
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument("--output", default="default_model.safetensors", help="model package to write")
-    p.add_argument("--metrics", default=None, help="metrics JSON (default: OUTPUT with .json)")
+    p = make_parser(__doc__)
+    add_output_arguments(p, default="default_model.safetensors")
     p.add_argument(
         "--butler",
         default=None,
@@ -188,22 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--no-mix", action="store_true", help="main survey only (no DEFAULT_SURVEY_MIX)")
     p.add_argument("--heldout-seed", type=int, default=DEFAULT_HELDOUT_SEED)
-    p.add_argument("--architecture", default=DEFAULT_ARCHITECTURE)
-    p.add_argument(
-        "--architecture-kwargs", default=json.dumps(DEFAULT_ARCHITECTURE_KWARGS), help="JSON object"
+    add_architecture_arguments(
+        p, architecture=DEFAULT_ARCHITECTURE, architecture_kwargs=DEFAULT_ARCHITECTURE_KWARGS
     )
     p.add_argument("--cutout-size", type=int, default=DEFAULT_CUTOUT_SIZE)
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    p.add_argument("--lr", type=float, default=DEFAULT_LR)
-    p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE)
-    p.add_argument("--model-version", default=DEFAULT_VERSION, help="at most 7 characters")
+    add_training_loop_arguments(
+        p,
+        epochs=DEFAULT_EPOCHS,
+        batch_size=DEFAULT_BATCH_SIZE,
+        lr=DEFAULT_LR,
+        patience=DEFAULT_PATIENCE,
+        batch_size_help="global training batch size",
+    )
     p.add_argument("--processes", type=int, default=1, help="simulation worker processes (pipetask -j)")
-    p.add_argument("--num-threads", type=int, default=1, help="torch threads for training")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--checkpoint-dir", default=None, help="per-epoch checkpoints; resumes if present")
+    add_runtime_arguments(p, model_version=DEFAULT_VERSION)
     p.add_argument("--work-dir", default=None, help="directory for the stamp stores (default: temporary)")
-    p.add_argument("--log-level", default="INFO")
     return p
 
 
@@ -226,10 +233,9 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             "survey mix start there), or use --no-mix"
         )
     try:
-        if not isinstance(json.loads(args.architecture_kwargs), dict):
-            raise ValueError
-    except ValueError:
-        parser.error("--architecture-kwargs must be a JSON object")
+        parse_json_object(args.architecture_kwargs, "--architecture-kwargs")
+    except ValueError as err:
+        parser.error(str(err))
 
 
 def training_config(args: argparse.Namespace) -> Any:
@@ -601,9 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s"
-    )
+    setup_logging(args.log_level)
     from ..model_package import save_model_package
     from ..simulation import SurveyConfig
 
@@ -647,10 +651,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "heldout_seed": args.heldout_seed,
         }
     )
-    metrics_path = Path(args.metrics) if args.metrics else output.with_suffix(".json")
-    metrics_path.write_text(json.dumps(result, indent=1, allow_nan=False))
+    metrics_file = metrics_path(args.metrics, output)
+    metrics_file.write_text(json.dumps(result, indent=1, allow_nan=False))
     print(format_metrics_table(result))
-    print(f"model: {output}  metrics: {metrics_path}")
+    print(f"model: {output}  metrics: {metrics_file}")
     return 0
 
 
