@@ -43,9 +43,10 @@ This writes ``<prefix>.json`` (all numbers), ``<prefix>.md`` and ``<prefix>.csv`
 false positives per detector versus completeness).  Everything runs on one CPU
 thread by default (``--threads``).
 
-Speed of TransiNet on one 4k x 4k detector (2 threads)::
+Speed of TransiNet on one 4k x 4k detector (wall and process CPU time for 1 and 2 threads,
+on ONNX Runtime; add ``--backend onnx torch`` to compare with eager PyTorch)::
 
-    python bench/compare_approaches.py speed --size 4096 --threads 2
+    python bench/compare_approaches.py speed --size 4096 --threads 1 2
 """
 
 from __future__ import annotations
@@ -442,49 +443,78 @@ def _plot(results: Sequence[_VisitResult], rows: Sequence[tuple[str, dict[str, A
 
 # -- speed ---------------------------------------------------------------------------------------
 
-def speed(*, size: int = 4096, threads: int = 2, repeats: int = 2, transinet: str | None = None,
-          tile_size: int = 1024) -> dict[str, Any]:
+def speed(*, size: int = 4096, threads: Sequence[int] | int = (1, 2), repeats: int = 2,
+          transinet: str | None = None, tile_size: int = 1024,
+          backends: Sequence[str] = ("auto",)) -> dict[str, Any]:
     """Time `TransiNetModel.score_image` on one ``size`` x ``size`` detector.
 
     The inputs are a simulated-looking noise pair (the network's cost does not depend on the
-    content).  Reports the best wall time and the process CPU time of the repeats, with the
-    1-minute load average before and after (other processes on the machine slow the wall time).
+    content).  For every backend and thread count the model is loaded (and, for ONNX Runtime,
+    exported; ``setup_seconds``), warmed up on a small image, then ``score_image`` is run
+    ``repeats`` times: the best wall time and the process CPU time of that run are reported
+    (CPU time counts all threads), with the 1-minute load average before and after (other
+    processes on the machine slow the wall time).
 
     Returns
     -------
     result : `dict`
-        ``wall_seconds``, ``cpu_seconds``, ``threads``, ``size``, ``load_before``, ``load_after``.
+        ``size``, ``tile_size``, ``cpu_count``, ``model_version`` and ``runs``: one entry per
+        (backend, threads) with ``backend`` (requested), ``backend_name`` (used),
+        ``threads``, ``wall_seconds``, ``cpu_seconds``, ``setup_seconds``, ``load_before``,
+        ``load_after``.
     """
     import os
 
     import torch
     from lsst.meas.realbogus.transinet.model import TransiNetModel
 
-    torch.set_num_threads(threads)
+    thread_counts = [threads] if isinstance(threads, int) else list(threads)
+    package = None
     if transinet:
         from lsst.meas.realbogus.model_package import read_model_package
 
-        model = TransiNetModel.from_package(read_model_package(Path(transinet).read_bytes()),
-                                            tile_size=tile_size)
-    else:
-        model = TransiNetModel.default(tile_size=tile_size)
+        package = read_model_package(Path(transinet).read_bytes())
     rng = np.random.default_rng(0)
     template = rng.normal(100.0, 10.0, (size, size)).astype(np.float32)
     science = (template + rng.normal(0.0, 30.0, (size, size))).astype(np.float32)
     variance = np.full((size, size), 900.0, dtype=np.float32)
-    load_before = os.getloadavg()[0]
-    walls, cpus = [], []
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        model.score_image(template, science, variance / 9.0, variance)
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    result = {"size": size, "threads": threads, "tile_size": tile_size, "wall_seconds": min(walls),
-              "cpu_seconds": min(cpus), "load_before": load_before, "load_after": os.getloadavg()[0],
-              "cpu_count": os.cpu_count(), "model_version": model.version}
-    _LOG.info("score_image %dx%d with %d threads: best wall %.2f s, CPU %.2f s (load %.1f -> %.1f)",
-              size, size, threads, result["wall_seconds"], result["cpu_seconds"], load_before,
-              result["load_after"])
+    template_variance = variance / 9.0
+    small = (slice(0, 256), slice(0, 256))
+    runs = []
+    version = ""
+    for backend in backends:
+        for n in thread_counts:
+            torch.set_num_threads(n)
+            t0 = time.perf_counter()
+            if package is not None:
+                model = TransiNetModel.from_package(package, tile_size=tile_size, backend=backend)
+            else:
+                model = TransiNetModel.default(tile_size=tile_size, backend=backend)
+            model.score_image(template[small], science[small], template_variance[small], variance[small])
+            setup = time.perf_counter() - t0
+            version = model.version
+            load_before = os.getloadavg()[0]
+            best = (np.inf, np.inf)
+            for _ in range(repeats):
+                w0, c0 = time.perf_counter(), time.process_time()
+                model.score_image(template, science, template_variance, variance)
+                best = min(best, (time.perf_counter() - w0, time.process_time() - c0))
+            run = {"backend": backend, "backend_name": model.backend_name, "threads": n,
+                   "wall_seconds": best[0], "cpu_seconds": best[1], "setup_seconds": setup,
+                   "load_before": load_before, "load_after": os.getloadavg()[0]}
+            runs.append(run)
+            _LOG.info("score_image %dx%d, backend %s (%s), %d thread(s): best wall %.2f s, CPU %.2f s "
+                      "(setup %.2f s; load %.1f -> %.1f)", size, size, backend, run["backend_name"], n,
+                      run["wall_seconds"], run["cpu_seconds"], setup, load_before, run["load_after"])
+    result = {"size": size, "tile_size": tile_size, "repeats": repeats, "cpu_count": os.cpu_count(),
+              "model_version": version, "runs": runs}
+    print(f"TransiNet score_image on one {size}x{size} detector (tiles of {tile_size}, "
+          f"best of {repeats}, {os.cpu_count()} CPUs):")
+    print(f"{'backend':>8} {'used':>6} {'threads':>7} {'wall [s]':>9} {'CPU [s]':>8} {'load 1 min':>12}")
+    for run in runs:
+        print(f"{run['backend']:>8} {run['backend_name']:>6} {run['threads']:>7d} "
+              f"{run['wall_seconds']:>9.2f} {run['cpu_seconds']:>8.2f} "
+              f"{run['load_before']:>5.1f} -> {run['load_after']:<4.1f}")
     return result
 
 
@@ -518,7 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=1)
     sp = sub.add_parser("speed", help="Time TransiNet score_image on one 4k x 4k detector.")
     sp.add_argument("--size", type=int, default=4096)
-    sp.add_argument("--threads", type=int, default=2)
+    sp.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                    help="Thread counts to time (default: 1 2).")
+    sp.add_argument("--backend", nargs="+", default=["auto"], choices=["auto", "onnx", "torch"],
+                    help="TransiNetModel backends to time (default: auto, i.e. ONNX Runtime if available).")
     sp.add_argument("--repeats", type=int, default=2)
     sp.add_argument("--tile-size", type=int, default=1024)
     sp.add_argument("--transinet", default=None, help="TransiNet package (default: shipped model).")
@@ -532,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "speed":
         result = speed(size=args.size, threads=args.threads, repeats=args.repeats, transinet=args.transinet,
-                       tile_size=args.tile_size)
+                       tile_size=args.tile_size, backends=args.backend)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=1))
     elif args.command == "train-classic":
