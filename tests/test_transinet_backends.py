@@ -6,7 +6,9 @@ and the normalisation statistics.
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
 
 import numpy as np
 import pytest
@@ -152,3 +154,14 @@ def test_compute_stats_matches_thinning_the_valid_values(monkeypatch: pytest.Mon
     assert stats.template_median == float(np.median(thin(template)))
     assert stats.science_median == float(np.median(thin(science)))
     assert stats.sigma == float(np.sqrt(np.median(thin(variance))))
+
+
+def test_model_pickles_and_copies() -> None:
+    """A model whose ONNX Runtime session is built can be pickled and deep-copied."""
+    model = _model("onnx")
+    pair = make_synthetic_pair((64, 80), seed=12)
+    args = (pair.template.image, pair.science.image, pair.template.variance, pair.science.variance)
+    expected = model.score_image(*args)
+    for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert clone.backend_name == "onnx"
+        np.testing.assert_array_equal(clone.score_image(*args), expected)
