@@ -10,7 +10,7 @@ default (no Butler)
     the candidates into a float16 stamp store, split train / validation by visit and train.
 ``--butler REPO``
     Create a simulated SimCam Butler repository with the same visits (the main survey and the
-    `DEFAULT_SURVEY_MIX` members, on their own detectors and visit ids), run
+    ``DEFAULT_SURVEY_MIX`` members, on their own detectors and visit ids), run
     ``pipetask run -p TrainRealBogus.yaml`` (differencing, detection, truth matching,
     `~lsst.meas.realbogus.tasks.train_realbogus.RealBogusTrainTask`) and export the registered
     ``realbogus_model``.
