@@ -171,7 +171,9 @@ class TransiNetDetectConfig(PipelineTaskConfig, pipelineConnections=TransiNetDet
         check=lambda n: n >= 64,
     )
     numThreads = Field[int](
-        doc="torch intra-op threads; 0 leaves torch's default (OMP_NUM_THREADS or all cores).",
+        doc="CPU threads: torch intra-op threads, and on ONNX Runtime the number of tiles scored at "
+        "once (each holds about 0.3 GB for 1024x1024 tiles); 0 leaves torch's default (under "
+        "pipetask the cores per quantum, else OMP_NUM_THREADS or all cores).",
         default=0,
         check=lambda n: n >= 0,
     )
