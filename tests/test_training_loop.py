@@ -16,6 +16,7 @@ from lsst.meas.realbogus.training import (
     TrainingConfig,
     fit_temperature,
     fold_calibration,
+    scheduled_lr,
     split_by_group,
     train_classifier,
 )
@@ -121,6 +122,24 @@ def test_resume_after_interruption_is_exact(data, tmp_path, balance) -> None:
     assert files == sorted([CHECKPOINT_JSON, CHECKPOINT_TENSORS])
     state = json.loads((tmp_path / "resumed" / CHECKPOINT_JSON).read_text())
     assert state["epoch"] == 2
+
+
+def test_cosine_schedule_is_followed_and_resumes_exactly(data, tmp_path) -> None:
+    """The cosine rate decays from lr to 2 % of it; each epoch records its rate; resume is exact."""
+    cfg = small_config(epochs=4, lr_schedule="cosine", patience=10)
+    rates = [scheduled_lr(cfg, e) for e in range(5)]
+    assert rates[0] == pytest.approx(cfg.lr) and rates[4] == pytest.approx(0.02 * cfg.lr)
+    assert rates[2] == pytest.approx(0.51 * cfg.lr) and all(np.diff(rates) < 0)
+    assert scheduled_lr(small_config(), 3) == small_config().lr
+    train, val, _ = data
+    full = train_classifier(train, val, cfg, checkpoint_dir=tmp_path / "full")
+    assert [h["lr"] for h in full.history] == pytest.approx(rates[:4])
+    train_classifier(train, val, cfg, checkpoint_dir=tmp_path / "resumed", stop_after_epoch=2)
+    resumed = train_classifier(train, val, cfg, checkpoint_dir=tmp_path / "resumed")
+    w_full, w_res = _weights(full.module), _weights(resumed.module)
+    assert all(torch.equal(w_full[k], w_res[k]) for k in w_full)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        small_config(lr_schedule="step").validate()
 
 
 def test_resume_with_other_seed_is_refused(data, tmp_path) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "init_distributed",
     "local_batch_size",
     "predict_scores",
+    "scheduled_lr",
     "split_by_group",
     "train_classifier",
 ]
@@ -73,6 +74,7 @@ CHECKPOINT_JSON = "checkpoint.json"
 """File name of the checkpoint state (JSON) inside a checkpoint directory."""
 
 _BALANCE_MODES = ("weight", "sample", "none")
+_LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass
@@ -98,7 +100,11 @@ class TrainingConfig:
         data-parallel training each of ``W`` processes takes ``batch_size // W`` of them, so
         ``batch_size`` must be a multiple of ``W``.
     lr : `float`
-        AdamW learning rate.
+        AdamW learning rate (of the first epoch, with ``lr_schedule="cosine"``).
+    lr_schedule : `str`
+        ``"constant"``, or ``"cosine"``: the learning rate of epoch ``e`` is
+        ``lr * (0.02 + 0.98 * (1 + cos(pi * e / epochs)) / 2)``, decaying to 2 % of ``lr`` by the
+        last epoch (a function of the epoch alone, so resumed runs follow it exactly).
     weight_decay : `float`
         AdamW weight decay.
     class_balance : `str`
@@ -130,6 +136,7 @@ class TrainingConfig:
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"
     weight_decay: float = 1e-4
     class_balance: str = "weight"
     augment: bool = True
@@ -152,6 +159,8 @@ class TrainingConfig:
             raise ValueError(f"patience must be >= 0, got {self.patience}.")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}.")
+        if self.lr_schedule not in _LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {_LR_SCHEDULES}, got {self.lr_schedule!r}.")
         if not 0 < self.target_purity <= 1:
             raise ValueError(f"target_purity must be in (0, 1], got {self.target_purity}.")
         if len(self.version) > 7:
@@ -650,6 +659,27 @@ def _make_metadata(
     return metadata
 
 
+def scheduled_lr(config: TrainingConfig, epoch: int) -> float:
+    """Return the learning rate of an epoch under ``config.lr_schedule``.
+
+    Parameters
+    ----------
+    config : `TrainingConfig`
+        Settings (``lr``, ``lr_schedule``, ``epochs``).
+    epoch : `int`
+        Epoch number, from 0.
+
+    Returns
+    -------
+    lr : `float`
+        ``config.lr`` for ``"constant"``; the cosine decay to 2 % of it for ``"cosine"``.
+    """
+    if config.lr_schedule == "constant":
+        return float(config.lr)
+    phase = min(max(epoch, 0), config.epochs) / config.epochs
+    return float(config.lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * phase))))
+
+
 def train_classifier(
     train: Any,
     val: Any,
@@ -790,6 +820,9 @@ def train_classifier(
         epoch = start_epoch
         while epoch < last_epoch and not stopped_early:
             t0 = time.perf_counter()
+            lr = scheduled_lr(config, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             model.train()
             # The same global order and augmentations in every process (the trailing 0 of the
             # augmentation seed keeps the stream of single-process runs).
@@ -846,6 +879,7 @@ def train_classifier(
                 "train_loss": train_loss,
                 "val_loss": val_loss,
                 "val_auc": val_auc,
+                "lr": lr,
                 "seconds": seconds,
             }
             history.append(record)

@@ -92,8 +92,9 @@ def add_training_loop_arguments(
     lr: float,
     patience: int,
     batch_size_help: str = "training batch size",
+    lr_schedule: str = "constant",
 ) -> None:
-    """Add ``--epochs``, ``--batch-size``, ``--lr`` and ``--patience``.
+    """Add ``--epochs``, ``--batch-size``, ``--lr``, ``--lr-schedule`` and ``--patience``.
 
     Parameters
     ----------
@@ -103,10 +104,18 @@ def add_training_loop_arguments(
         Defaults: maximum epochs, batch size, AdamW learning rate, early-stopping patience.
     batch_size_help : `str`, optional
         Help of ``--batch-size`` (e.g. whether it is per process).
+    lr_schedule : `str`, optional
+        Default learning-rate schedule (``constant`` or ``cosine``).
     """
     parser.add_argument("--epochs", type=int, default=epochs, help="maximum training epochs")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=batch_size_help)
     parser.add_argument("--lr", type=float, default=lr, help="AdamW learning rate")
+    parser.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default=lr_schedule,
+        help="learning-rate schedule (cosine: decay over --epochs to 2%% of --lr)",
+    )
     parser.add_argument("--patience", type=int, default=patience, help="early-stopping patience in epochs")
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_HELDOUT_SEED",
     "DEFAULT_HELDOUT_VISITS",
     "DEFAULT_LR",
+    "DEFAULT_LR_SCHEDULE",
     "DEFAULT_MATCH_RADIUS_ARCSEC",
     "DEFAULT_MIN_SNR",
     "DEFAULT_NORMALIZATION",
@@ -151,7 +152,10 @@ DEFAULT_EPOCHS = 60
 DEFAULT_BATCH_SIZE = 128
 """Training batch size."""
 DEFAULT_LR = 1e-3
-"""AdamW learning rate."""
+"""AdamW learning rate (of the first epoch)."""
+DEFAULT_LR_SCHEDULE = "cosine"
+"""Learning-rate schedule: cosine decay over ``DEFAULT_EPOCHS`` (the validation loss of the last
+epochs is much steadier than with a constant rate, so early stopping picks a better model)."""
 DEFAULT_PATIENCE = 8
 """Early-stopping patience in epochs."""
 DEFAULT_VERSION = "sim1.0"
@@ -207,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         lr=DEFAULT_LR,
         patience=DEFAULT_PATIENCE,
         batch_size_help="global training batch size",
+        lr_schedule=DEFAULT_LR_SCHEDULE,
     )
     p.add_argument("--processes", type=int, default=1, help="simulation worker processes (pipetask -j)")
     add_runtime_arguments(p, model_version=DEFAULT_VERSION)
@@ -262,6 +267,7 @@ def training_config(args: argparse.Namespace) -> Any:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
         patience=args.patience,
         seed=args.seed,
         target_purity=DEFAULT_TARGET_PURITY,
@@ -430,6 +436,7 @@ def _train_in_butler(args: argparse.Namespace, survey: Any) -> tuple[Any, Any, f
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
         "patience": args.patience,
         "seed": args.seed,
         "target_purity": DEFAULT_TARGET_PURITY,

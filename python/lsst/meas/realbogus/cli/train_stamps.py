@@ -306,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
+            lr_schedule=args.lr_schedule,
             weight_decay=args.weight_decay,
             class_balance=args.class_balance,
             augment=not args.no_augment,

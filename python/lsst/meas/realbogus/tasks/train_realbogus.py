@@ -187,6 +187,11 @@ class RealBogusTrainConfig(PipelineTaskConfig, pipelineConnections=RealBogusTrai
     epochs = Field[int](doc="Maximum number of epochs.", default=20, check=lambda n: n > 0)
     batch_size = Field[int](doc="Training batch size.", default=128, check=lambda n: n > 0)
     lr = Field[float](doc="AdamW learning rate.", default=1e-3, check=lambda x: x > 0)
+    lr_schedule = Field[str](
+        doc="Learning-rate schedule: 'constant', or 'cosine' (decay over ``epochs`` to 2 % of ``lr``).",
+        default="constant",
+        check=lambda s: s in ("constant", "cosine"),
+    )
     weight_decay = Field[float](doc="AdamW weight decay.", default=1e-4, check=lambda x: x >= 0)
     class_balance = Field[str](
         doc="Class balancing: 'weight' (BCE pos_weight), 'sample' (balanced sampling) or 'none'.",
@@ -269,6 +274,7 @@ class RealBogusTrainConfig(PipelineTaskConfig, pipelineConnections=RealBogusTrai
             epochs=self.epochs,
             batch_size=self.batch_size,
             lr=self.lr,
+            lr_schedule=self.lr_schedule,
             weight_decay=self.weight_decay,
             class_balance=self.class_balance,
             augment=self.augment,
