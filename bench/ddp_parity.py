@@ -210,8 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     scores_a, scores_b = np.asarray(single["val_scores"]), np.asarray(ddp["val_scores"])
     max_score_diff = float(np.abs(scores_a - scores_b).max()) if scores_a.shape == scores_b.shape else None
     print(table)
+    score_diff = "n/a" if max_score_diff is None else f"{max_score_diff:.2g}"
     print(
-        f"max |validation score difference| {max_score_diff:.2g}; load average (1 min) "
+        f"max |validation score difference| {score_diff}; load average (1 min) "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after; {single['n_train']} training and "
         f"{single['n_val']} validation candidates"
     )
