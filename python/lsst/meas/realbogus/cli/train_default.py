@@ -134,7 +134,7 @@ DEFAULT_HELDOUT_SEED = 20261125
 """Seed of the held-out simulation (must differ from ``DEFAULT_SEED``)."""
 DEFAULT_ARCHITECTURE = "rb3_cnn"
 """Architecture registry name."""
-DEFAULT_ARCHITECTURE_KWARGS: dict[str, Any] = {"widths": [16, 32, 48, 64], "hidden": 64}
+DEFAULT_ARCHITECTURE_KWARGS: dict[str, Any] = {"widths": [16, 32, 48, 64], "hidden": 64, "stem": 16}
 """Architecture keyword arguments (``in_channels``/``size`` are filled in from the data)."""
 DEFAULT_CUTOUT_SIZE = 31
 """Stamp side length in pixels (alert stamps of other sizes are centre-cropped or padded)."""
@@ -147,7 +147,7 @@ DEFAULT_NORMALIZATION: dict[str, Any] = {
 }
 """Stamp normalisation: every image by its own robust noise, no variance plane needed (so alert
 stamps without variance are scored exactly like pipeline cutouts)."""
-DEFAULT_EPOCHS = 60
+DEFAULT_EPOCHS = 30
 """Maximum number of epochs (early stopping on the validation loss)."""
 DEFAULT_BATCH_SIZE = 128
 """Training batch size."""
@@ -156,9 +156,9 @@ DEFAULT_LR = 1e-3
 DEFAULT_LR_SCHEDULE = "cosine"
 """Learning-rate schedule: cosine decay over ``DEFAULT_EPOCHS`` (the validation loss of the last
 epochs is much steadier than with a constant rate, so early stopping picks a better model)."""
-DEFAULT_PATIENCE = 8
+DEFAULT_PATIENCE = 10
 """Early-stopping patience in epochs."""
-DEFAULT_VERSION = "sim1.0"
+DEFAULT_VERSION = "sim1.1"
 """Model version (at most 7 characters)."""
 DEFAULT_MATCH_RADIUS_ARCSEC = 0.5
 """Truth match radius defining a real candidate."""
