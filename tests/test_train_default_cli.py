@@ -14,6 +14,7 @@ from lsst.meas.realbogus.cli import train_default
 from lsst.meas.realbogus.model_package import read_model_package
 from lsst.meas.realbogus.scoring import load_model
 from lsst.meas.realbogus.simulation import small_test_config
+from lsst.meas.realbogus.stamp_dataset import StampStore
 
 TINY = [
     "--no-mix",
@@ -54,10 +55,16 @@ def _check_outputs(output: Path, capsys_out: str, mode: str) -> dict:
 def test_butler_free_mode(tmp_path, capsys):
     """Default mode: simulate, train, evaluate held-out visits; the model scores like the report."""
     output = tmp_path / "model.safetensors"
-    assert (
-        train_default.main(["--visits", "3", "--output", str(output), *TINY, "--log-level", "WARNING"]) == 0
-    )
+    work = tmp_path / "work"
+    argv = ["--visits", "3", "--output", str(output), "--work-dir", str(work), "--keep-stores"]
+    assert train_default.main([*argv, *TINY, "--log-level", "WARNING"]) == 0
     result = _check_outputs(output, capsys.readouterr().out, "butler-free")
+    # --keep-stores leaves the training and held-out stamp stores for later use.
+    kept_heldout = StampStore.open(work / "stores" / "heldout" / "store")
+    assert len(kept_heldout) == result["n"]
+    assert len(StampStore.open(work / "stores" / "train" / "store")) > 0
+    with pytest.raises(SystemExit):  # never overwrites kept stores
+        train_default.main([*argv, *TINY, "--log-level", "WARNING"])
     # The held-out evaluation is reproducible: same seed, same candidates, same scores.
     store = train_default.simulate_to_store(
         small_test_config(256),

@@ -216,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=1, help="simulation worker processes (pipetask -j)")
     add_runtime_arguments(p, model_version=DEFAULT_VERSION)
     p.add_argument("--work-dir", default=None, help="directory for the stamp stores (default: temporary)")
+    p.add_argument(
+        "--keep-stores",
+        action="store_true",
+        help="keep the float16 stamp stores in WORK_DIR/stores/{train,heldout}/store (needs --work-dir; "
+        "the training store only without --butler), e.g. for bench/ddp_parity.py",
+    )
     return p
 
 
@@ -225,6 +231,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.size < 2 * args.cutout_size or args.size < 64:
         parser.error(f"--size {args.size} is too small (at least 64 and twice --cutout-size)")
+    if args.keep_stores and not args.work_dir:
+        parser.error("--keep-stores needs --work-dir")
     if args.seed == args.heldout_seed:
         parser.error("--heldout-seed must differ from --seed")
     if len(args.model_version) > 7:
@@ -625,6 +633,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="realbogus_default_", dir=args.work_dir) as tmp:
         work = Path(tmp)
+        if args.keep_stores:
+            work = Path(args.work_dir) / "stores"
+            for name in ("train", "heldout"):
+                if (work / name).exists():
+                    parser.error(f"{work / name} exists: remove it or use another --work-dir")
         t0 = time.monotonic()
         if args.butler:
             weights, metadata, training_seconds = _train_in_butler(args, survey)
