@@ -47,6 +47,49 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return conv
 
 
+def _encode_decode(net: nn.Module, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the shared encoder and decoder of `TransiNetUNet` and `TransiNetInferenceNet`.
+
+    Parameters
+    ----------
+    net : `torch.nn.Module`
+        Either network (``in_channels``, ``multiple``, ``depth``, ``stem``, ``down``, ``enc``,
+        ``dec``).
+    x : `torch.Tensor`
+        Input ``(N, C, H, W)``; padded at the high edges to a multiple of ``net.multiple``.
+    name : `str`
+        The network's name, for the error message.
+
+    Returns
+    -------
+    h, f0 : `torch.Tensor`
+        Decoder output at half resolution and the full-resolution stem features (padded size).
+
+    Raises
+    ------
+    ValueError
+        Raised if ``x`` is not 4-D with ``net.in_channels`` channels.
+    """
+    if x.ndim != 4 or x.shape[1] != net.in_channels:
+        raise ValueError(f"{name} expects input (N, {net.in_channels}, H, W); got {tuple(x.shape)}.")
+    height, width = x.shape[-2:]
+    pad_h = (-height) % net.multiple
+    pad_w = (-width) % net.multiple
+    if pad_h or pad_w:
+        x = nnf.pad(x, (0, pad_w, 0, pad_h))
+    f0 = nnf.leaky_relu(net.stem(x), 0.1)
+    skips = [f0]
+    h = f0
+    for down, enc in zip(net.down, net.enc):
+        h = nnf.leaky_relu(down(h), 0.1)
+        h = nnf.leaky_relu(enc(h), 0.1)
+        skips.append(h)
+    for lv in range(net.depth - 1, 0, -1):
+        h = nnf.interpolate(h, scale_factor=2, mode="nearest")
+        h = nnf.leaky_relu(net.dec[lv - 1](torch.cat([h, skips[lv]], dim=1)), 0.1)
+    return h, f0
+
+
 class TransiNetUNet(nn.Module):
     """U-Net-like segmentation network returning per-pixel transient logits.
 
@@ -111,29 +154,10 @@ class TransiNetUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits of shape ``(N, 1, H, W)`` for input ``(N, C, H, W)``."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"TransiNetUNet expects input (N, {self.in_channels}, H, W); got {tuple(x.shape)}."
-            )
         height, width = x.shape[-2:]
-        m = self.multiple
-        pad_h = (-height) % m
-        pad_w = (-width) % m
-        if pad_h or pad_w:
-            x = nnf.pad(x, (0, pad_w, 0, pad_h))
-        act = nnf.leaky_relu
-        f0 = act(self.stem(x), 0.1)
-        skips = [f0]
-        h = f0
-        for down, enc in zip(self.down, self.enc):
-            h = act(down(h), 0.1)
-            h = act(enc(h), 0.1)
-            skips.append(h)
-        for i, lv in enumerate(range(self.depth - 1, 0, -1)):
-            h = nnf.interpolate(h, scale_factor=2, mode="nearest")
-            h = act(self.dec[lv - 1](torch.cat([h, skips[lv]], dim=1)), 0.1)
+        h, f0 = _encode_decode(self, x, "TransiNetUNet")
         h = nnf.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
-        h = act(self.head_hidden(torch.cat([h, f0], dim=1)), 0.1)
+        h = nnf.leaky_relu(self.head_hidden(torch.cat([h, f0], dim=1)), 0.1)
         logits = self.head_out(h)
         return logits[..., :height, :width]
 
@@ -184,29 +208,10 @@ class TransiNetInferenceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits of shape ``(N, 1, H, W)`` for input ``(N, C, H, W)``."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"TransiNetInferenceNet expects input (N, {self.in_channels}, H, W); got {tuple(x.shape)}."
-            )
         height, width = x.shape[-2:]
-        m = self.multiple
-        pad_h = (-height) % m
-        pad_w = (-width) % m
-        if pad_h or pad_w:
-            x = nnf.pad(x, (0, pad_w, 0, pad_h))
-        act = nnf.leaky_relu
-        f0 = act(self.stem(x), 0.1)
-        skips = [f0]
-        h = f0
-        for down, enc in zip(self.down, self.enc):
-            h = act(down(h), 0.1)
-            h = act(enc(h), 0.1)
-            skips.append(h)
-        for lv in range(self.depth - 1, 0, -1):
-            h = nnf.interpolate(h, scale_factor=2, mode="nearest")
-            h = act(self.dec[lv - 1](torch.cat([h, skips[lv]], dim=1)), 0.1)
+        h, f0 = _encode_decode(self, x, "TransiNetInferenceNet")
         h = nnf.interpolate(self.head_up(h), scale_factor=2, mode="bilinear", align_corners=False)
-        h = act(h + self.head_skip(f0), 0.1)
+        h = nnf.leaky_relu(h + self.head_skip(f0), 0.1)
         logits = self.head_out(h)
         return logits[..., :height, :width]
 
