@@ -185,6 +185,14 @@ def test_no_plots_config_removes_plot_outputs():
     assert set(connections.outputs) == {"model", "train_metrics"}
 
 
+def test_occlusion_setting_reaches_the_training_loop():
+    """occlusion_probability is passed to TrainingConfig; values outside [0, 1] are refused."""
+    assert _small_config().make_training_config().occlusion_probability == 0.0
+    assert _small_config(occlusion_probability=0.3).make_training_config().occlusion_probability == 0.3
+    with pytest.raises(FieldValidationError):
+        _small_config(occlusion_probability=1.5).validate()
+
+
 def _interrupted_then_resumed(butler: Butler, config: RealBogusTrainConfig, stop_after: int):
     handles = _handles(butler)
     first = RealBogusTrainTask(config=config)

@@ -48,6 +48,8 @@ def config(class_balance: str) -> TrainingConfig:
         seed=11,
         num_threads=1,
         class_balance=class_balance,
+        # Occlusions are drawn per global batch like the rotations: covered in one of the modes.
+        occlusion_probability=0.3 if class_balance == "sample" else 0.0,
     )
 
 

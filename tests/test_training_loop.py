@@ -142,6 +142,21 @@ def test_cosine_schedule_is_followed_and_resumes_exactly(data, tmp_path) -> None
         small_config(lr_schedule="step").validate()
 
 
+def test_occlusion_is_deterministic_resumes_exactly_and_leaves_rotations_alone(data, tmp_path) -> None:
+    train, val, _ = data
+    cfg = small_config(epochs=3, patience=10, occlusion_probability=0.5)
+    full = train_classifier(train, val, cfg, checkpoint_dir=tmp_path / "full")
+    train_classifier(train, val, cfg, checkpoint_dir=tmp_path / "resumed", stop_after_epoch=1)
+    resumed = train_classifier(train, val, cfg, checkpoint_dir=tmp_path / "resumed")
+    w_full, w_res = _weights(full.module), _weights(resumed.module)
+    assert all(torch.equal(w_full[k], w_res[k]) for k in w_full)
+    plain = _weights(train_classifier(train, val, small_config(epochs=3, patience=10)).module)
+    assert not all(torch.equal(w_full[k], plain[k]) for k in plain)
+    assert full.metadata.training["config"]["occlusion_probability"] == 0.5
+    with pytest.raises(ValueError, match="occlusion_probability"):
+        small_config(occlusion_probability=-0.1).validate()
+
+
 def test_resume_with_other_seed_is_refused(data, tmp_path) -> None:
     train, val, _ = data
     train_classifier(train, val, small_config(epochs=1), checkpoint_dir=tmp_path, stop_after_epoch=1)

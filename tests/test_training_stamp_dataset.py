@@ -10,8 +10,11 @@ from lsst.meas.realbogus.stamp_dataset import (
     IndexedStampSource,
     StampBatchIterator,
     StampStore,
+    OCCLUSION_MIN_RADIUS,
     apply_dihedral,
+    apply_occlusions,
     dihedral_variants,
+    draw_occlusions,
 )
 
 CHANNELS = ("science", "template", "difference")
@@ -125,3 +128,48 @@ def test_torch_dataset_with_dataloader() -> None:
     assert x.shape == (4, 4, 9, 9) and x.dtype == torch.float32
     np.testing.assert_allclose(x.numpy(), it.get_batch(np.arange(4)), rtol=1e-6)
     np.testing.assert_array_equal(y.numpy(), [0, 1, 0, 1])
+
+
+def test_occlusions_spare_the_centre_and_follow_the_probability() -> None:
+    size, n = 31, 4000
+    masks = draw_occlusions(np.random.default_rng(3), n, size, 0.4)
+    assert masks.shape == (n, size, size) and masks.dtype == bool
+    c, r = size // 2, OCCLUSION_MIN_RADIUS
+    assert not masks[:, c - r : c + r + 1, c - r : c + r + 1].any()
+    hit = masks.any(axis=(1, 2))
+    assert 0.37 < hit.mean() < 0.43
+    # Blocks reach the stamp border; lines are 1-2 pixels wide and cross the whole stamp.
+    touches_border = masks[:, 0].any(axis=1) | masks[:, -1].any(axis=1) | masks[:, :, 0].any(axis=1) | masks[
+        :, :, -1
+    ].any(axis=1)
+    assert np.all(touches_border[hit])
+    fractions = masks[hit].mean(axis=(1, 2))
+    assert fractions.min() > 0 and fractions.max() < 0.5  # never more than the half-plane beyond the centre
+    # The same generator state gives the same masks; probability 0 draws nothing.
+    np.testing.assert_array_equal(masks, draw_occlusions(np.random.default_rng(3), n, size, 0.4))
+    rng = np.random.default_rng(5)
+    assert draw_occlusions(rng, n, size, 0.0) is None
+    assert rng.uniform() == np.random.default_rng(5).uniform()
+    with pytest.raises(ValueError, match="probability"):
+        draw_occlusions(rng, 3, size, 1.5)
+    with pytest.raises(ValueError, match="too small"):
+        draw_occlusions(rng, 3, 7, 0.5)
+
+
+def test_occlusions_become_missing_pixels_in_every_channel() -> None:
+    stamps = _stamps(40, size=15).astype(np.float32)
+    masks = draw_occlusions(np.random.default_rng(0), 40, 15, 1.0)
+    out = apply_occlusions(stamps, masks)
+    assert np.isnan(out).any(axis=1).sum() == masks.sum()
+    assert np.all(np.isnan(out) == masks[:, None])
+    np.testing.assert_array_equal(out[~np.isnan(out)], stamps[~np.broadcast_to(masks[:, None], stamps.shape)])
+    assert not np.isnan(stamps).any()  # the input is not modified
+    assert apply_occlusions(stamps, None) is stamps
+    with pytest.raises(ValueError, match="do not fit"):
+        apply_occlusions(stamps, masks[:, :-1])
+    # Through the batch iterator: the model's mask channel marks the occluded pixels.
+    spec = NormalizationSpec(method="robust", mask_channel=True)
+    it = StampBatchIterator(ArrayStampSource(stamps, np.zeros(40, np.int64), CHANNELS), 8, CHANNELS, spec)
+    batch = it.get_batch(np.arange(40), occlusion=masks)
+    assert np.isfinite(batch).all()
+    np.testing.assert_array_equal(batch[:, -1] == 0, masks)

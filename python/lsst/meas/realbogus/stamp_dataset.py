@@ -27,10 +27,13 @@ __all__ = [
     "ArrayStampSource",
     "DIHEDRAL_COUNT",
     "IndexedStampSource",
+    "OCCLUSION_MIN_RADIUS",
     "StampBatchIterator",
     "StampSource",
     "StampStore",
     "StampTorchDataset",
+    "apply_occlusions",
+    "draw_occlusions",
     "apply_dihedral",
     "dihedral_variants",
 ]
@@ -498,6 +501,123 @@ def dihedral_variants(stamp: np.ndarray) -> np.ndarray:
     return np.stack([apply_dihedral(stamp, k) for k in range(DIHEDRAL_COUNT)])
 
 
+OCCLUSION_MIN_RADIUS = 3
+"""Occlusions drawn by `draw_occlusions` leave every pixel within this Chebyshev distance
+(pixels) of the stamp centre untouched."""
+
+
+def draw_occlusions(
+    rng: np.random.Generator, n: int, size: int, probability: float, min_radius: int = OCCLUSION_MIN_RADIUS
+) -> np.ndarray | None:
+    """Draw random occlusion masks: missing-data blocks and lines away from the stamp centre.
+
+    Real cutouts lose pixels to detector edges, NaN regions, masked columns and the padding of
+    alert stamps, whatever the candidate is.  Occluding training stamps of both classes at random
+    teaches a classifier that missing pixels *beside* a source are no evidence of an artefact.
+
+    Each stamp is occluded with ``probability``; an occluded stamp gets one of (equally likely)
+
+    - a half-plane: every row (or column) beyond a random offset from the centre on one side,
+      as at a detector edge or the padding of a small alert stamp;
+    - a corner block: the quadrant beyond random offsets in x and y, as beside a NaN region;
+    - a line: one or two adjacent rows or columns, as a masked bad column.
+
+    Offsets are at least ``min_radius + 1`` pixels from the centre, so the central
+    ``(2 min_radius + 1)²`` pixels are never occluded.  The draws use only ``rng``.
+
+    Parameters
+    ----------
+    rng : `numpy.random.Generator`
+        Random generator (its stream alone decides the result).
+    n : `int`
+        Number of stamps.
+    size : `int`
+        Stamp side length (pixels).
+    probability : `float`
+        Probability in [0, 1] that a stamp is occluded.
+    min_radius : `int`, optional
+        Half-width of the protected central square.
+
+    Returns
+    -------
+    masks : `numpy.ndarray` of `bool`, shape (n, size, size), or `None`
+        True where a pixel is occluded; `None` when ``probability`` is 0 (nothing is drawn).
+
+    Raises
+    ------
+    ValueError
+        Raised if ``probability`` is outside [0, 1] or the stamp is too small to occlude
+        anything outside the protected centre.
+    """
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"occlusion probability must be in [0, 1], got {probability}.")
+    if probability == 0.0:
+        return None
+    centre = size // 2
+    lo, hi = min_radius + 1, size - 1 - centre  # offsets from the centre that may be occluded
+    if hi < lo:
+        raise ValueError(
+            f"stamps of {size} px are too small for occlusions outside a central radius of {min_radius} px."
+        )
+    hit = rng.uniform(size=n) < probability
+    kind = rng.integers(0, 3, n)
+    side = rng.integers(0, 4, n)
+    off_a = rng.integers(lo, hi + 1, n)
+    off_b = rng.integers(lo, hi + 1, n)
+    width = rng.integers(1, 3, n)
+    coord = np.arange(size) - centre
+    masks = np.zeros((n, size, size), dtype=bool)
+    for i in np.flatnonzero(hit):
+        sign = 1 if side[i] % 2 == 0 else -1
+        along = sign * coord  # distance from the centre towards the chosen side
+        if kind[i] == 0:
+            band = along >= off_a[i]
+            if side[i] < 2:
+                masks[i, band, :] = True
+            else:
+                masks[i, :, band] = True
+        elif kind[i] == 1:
+            rows = along >= off_a[i]
+            cols = (1 if side[i] < 2 else -1) * coord >= off_b[i]
+            masks[i] = rows[:, None] & cols[None, :]
+        else:
+            band = (along >= off_a[i]) & (along < off_a[i] + width[i])
+            if side[i] < 2:
+                masks[i, band, :] = True
+            else:
+                masks[i, :, band] = True
+    return masks
+
+
+def apply_occlusions(stamps: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+    """Set occluded pixels to NaN in every channel (missing data, as cutouts mark it).
+
+    Parameters
+    ----------
+    stamps : `numpy.ndarray`, shape (n, C, S, S)
+        Raw stamps (float).
+    masks : `numpy.ndarray` of `bool`, shape (n, S, S), or `None`
+        Output of `draw_occlusions`; `None` returns ``stamps`` unchanged.
+
+    Returns
+    -------
+    stamps : `numpy.ndarray`
+        A float32 copy with NaN at the occluded pixels (or ``stamps`` itself).
+
+    Raises
+    ------
+    ValueError
+        Raised if the shapes do not agree.
+    """
+    if masks is None:
+        return stamps
+    if masks.shape != (stamps.shape[0],) + stamps.shape[-2:]:
+        raise ValueError(f"occlusion masks of shape {masks.shape} do not fit stamps of shape {stamps.shape}.")
+    out = np.array(stamps, dtype=np.float32, copy=True)
+    out[np.broadcast_to(masks[:, None], out.shape)] = np.nan
+    return out
+
+
 def _default_normalizer(
     channels: Sequence[str], spec: Any, out_channels: Sequence[str] | None = None
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -549,8 +669,10 @@ class StampBatchIterator:
         self.batch_size = batch_size
         self.normalize = normalize or _default_normalizer(source.channels, spec, channels)
 
-    def get_batch(self, indices: np.ndarray, dihedral: np.ndarray | None = None) -> np.ndarray:
-        """Read, normalise and (optionally) rotate/flip one batch.
+    def get_batch(
+        self, indices: np.ndarray, dihedral: np.ndarray | None = None, occlusion: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Read, (optionally) occlude, normalise and (optionally) rotate/flip one batch.
 
         Parameters
         ----------
@@ -558,13 +680,15 @@ class StampBatchIterator:
             Rows to read.
         dihedral : `numpy.ndarray` of `int`, optional
             Per-stamp dihedral transform index (0..7).
+        occlusion : `numpy.ndarray` of `bool`, shape (n, S, S), optional
+            Pixels to mark missing before normalisation (`draw_occlusions`).
 
         Returns
         -------
         batch : `numpy.ndarray`, float32, shape (n, C_out, S, S)
             The normalised batch (C-contiguous).
         """
-        x = self.normalize(self.source.read(indices))
+        x = self.normalize(apply_occlusions(self.source.read(indices), occlusion))
         if dihedral is not None:
             dihedral = np.asarray(dihedral)
             if dihedral.shape != (x.shape[0],):

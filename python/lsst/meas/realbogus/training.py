@@ -64,7 +64,13 @@ from torch import nn
 from torch.nn import functional
 
 from . import metrics
-from .stamp_dataset import DIHEDRAL_COUNT, ArrayStampSource, StampBatchIterator, StampSource
+from .stamp_dataset import (
+    DIHEDRAL_COUNT,
+    ArrayStampSource,
+    StampBatchIterator,
+    StampSource,
+    draw_occlusions,
+)
 
 _LOG = logging.getLogger("lsst.meas.realbogus.training")
 
@@ -112,6 +118,11 @@ class TrainingConfig:
         with replacement) or ``"none"``.
     augment : `bool`
         Apply a random one of the 8 rotations/flips to every training stamp.
+    occlusion_probability : `float`
+        Fraction of training stamps (of both classes) given a random block or line of missing
+        pixels away from the centre (`~lsst.meas.realbogus.stamp_dataset.draw_occlusions`), so that
+        missing data beside a source (detector edges, NaN regions, masked columns, the padding of
+        alert stamps) is not learnt as a sign of an artefact.  0 turns it off.
     patience : `int`
         Stop after this many epochs without a validation-loss improvement; the best weights are kept.
     seed : `int`
@@ -140,6 +151,7 @@ class TrainingConfig:
     weight_decay: float = 1e-4
     class_balance: str = "weight"
     augment: bool = True
+    occlusion_probability: float = 0.0
     patience: int = 5
     seed: int = 0
     target_purity: float = 0.99
@@ -161,6 +173,8 @@ class TrainingConfig:
             raise ValueError(f"lr must be positive, got {self.lr}.")
         if self.lr_schedule not in _LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {_LR_SCHEDULES}, got {self.lr_schedule!r}.")
+        if not 0.0 <= self.occlusion_probability <= 1.0:
+            raise ValueError(f"occlusion_probability must be in [0, 1], got {self.occlusion_probability}.")
         if not 0 < self.target_purity <= 1:
             raise ValueError(f"target_purity must be in (0, 1], got {self.target_purity}.")
         if len(self.version) > 7:
@@ -828,17 +842,21 @@ def train_classifier(
             # augmentation seed keeps the stream of single-process runs).
             order = _epoch_order(train_labels, config, epoch)
             aug_rng = np.random.default_rng([config.seed, epoch, 0]) if config.augment else None
+            # Occlusions have a stream of their own: turning them on leaves the rotations unchanged.
+            occ_rng = np.random.default_rng([config.seed, epoch, 1])
             # Kept on the training device: NCCL cannot all-reduce CPU tensors, and no per-batch sync.
             loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
             for start in range(0, order.size, config.batch_size):
                 step = order[start : start + config.batch_size]
                 dihedral = aug_rng.integers(0, DIHEDRAL_COUNT, step.size) if aug_rng is not None else None
+                occlusion = draw_occlusions(occ_rng, step.size, config.cutout_size, config.occlusion_probability)
                 real = None
                 if world > 1:
                     positions, real = _local_positions(step.size, rank, world)
                     step = step[positions]
                     dihedral = dihedral[positions] if dihedral is not None else None
-                xb = torch.from_numpy(train_iter.get_batch(step, dihedral)).to(device)
+                    occlusion = occlusion[positions] if occlusion is not None else None
+                xb = torch.from_numpy(train_iter.get_batch(step, dihedral, occlusion)).to(device)
                 yb = torch.from_numpy(train_labels[step].astype(np.float32)).to(device)
                 optimizer.zero_grad(set_to_none=True)
                 logits = model(xb).reshape(-1)

@@ -93,8 +93,9 @@ def add_training_loop_arguments(
     patience: int,
     batch_size_help: str = "training batch size",
     lr_schedule: str = "constant",
+    occlusion_probability: float = 0.0,
 ) -> None:
-    """Add ``--epochs``, ``--batch-size``, ``--lr``, ``--lr-schedule`` and ``--patience``.
+    """Add ``--epochs``, ``--batch-size``, ``--lr``, ``--lr-schedule``, ``--patience`` and ``--occlusion``.
 
     Parameters
     ----------
@@ -106,6 +107,8 @@ def add_training_loop_arguments(
         Help of ``--batch-size`` (e.g. whether it is per process).
     lr_schedule : `str`, optional
         Default learning-rate schedule (``constant`` or ``cosine``).
+    occlusion_probability : `float`, optional
+        Default fraction of training stamps given random missing-pixel blocks or lines.
     """
     parser.add_argument("--epochs", type=int, default=epochs, help="maximum training epochs")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=batch_size_help)
@@ -117,6 +120,14 @@ def add_training_loop_arguments(
         help="learning-rate schedule (cosine: decay over --epochs to 2%% of --lr)",
     )
     parser.add_argument("--patience", type=int, default=patience, help="early-stopping patience in epochs")
+    parser.add_argument(
+        "--occlusion",
+        type=float,
+        default=occlusion_probability,
+        metavar="P",
+        help="fraction of training stamps given a random block or line of missing pixels away from the "
+        "centre (0 turns it off)",
+    )
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser, *, model_version: str) -> None:

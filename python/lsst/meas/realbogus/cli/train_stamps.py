@@ -310,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             weight_decay=args.weight_decay,
             class_balance=args.class_balance,
             augment=not args.no_augment,
+            occlusion_probability=args.occlusion,
             patience=args.patience,
             seed=args.seed,
             target_purity=args.target_purity,

@@ -199,6 +199,13 @@ class RealBogusTrainConfig(PipelineTaskConfig, pipelineConnections=RealBogusTrai
         check=lambda s: s in ("weight", "sample", "none"),
     )
     augment = Field[bool](doc="Random rotations/flips of the training stamps.", default=True)
+    occlusion_probability = Field[float](
+        doc="Fraction of training stamps (both classes) given a random block or line of missing pixels "
+        "away from the centre, so that missing data beside a source is not learnt as a sign of an "
+        "artefact (lsst.meas.realbogus.stamp_dataset.draw_occlusions); 0 turns it off.",
+        default=0.0,
+        check=lambda p: 0.0 <= p <= 1.0,
+    )
     patience = Field[int](
         doc="Early stopping after this many epochs without validation-loss improvement.",
         default=5,
@@ -278,6 +285,7 @@ class RealBogusTrainConfig(PipelineTaskConfig, pipelineConnections=RealBogusTrai
             weight_decay=self.weight_decay,
             class_balance=self.class_balance,
             augment=self.augment,
+            occlusion_probability=self.occlusion_probability,
             patience=self.patience,
             seed=self.seed,
             target_purity=self.target_purity,
