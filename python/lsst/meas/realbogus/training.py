@@ -849,7 +849,9 @@ def train_classifier(
             for start in range(0, order.size, config.batch_size):
                 step = order[start : start + config.batch_size]
                 dihedral = aug_rng.integers(0, DIHEDRAL_COUNT, step.size) if aug_rng is not None else None
-                occlusion = draw_occlusions(occ_rng, step.size, config.cutout_size, config.occlusion_probability)
+                occlusion = draw_occlusions(
+                    occ_rng, step.size, config.cutout_size, config.occlusion_probability
+                )
                 real = None
                 if world > 1:
                     positions, real = _local_positions(step.size, rank, world)
