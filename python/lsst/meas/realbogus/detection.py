@@ -11,7 +11,14 @@ detections or fluxes; a source touching them is still measured from its other pi
 
 from __future__ import annotations
 
-__all__ = ["CATALOG_COLUMNS", "DetectionConfig", "DetectionResult", "detect_dia_sources", "empty_catalog"]
+__all__ = [
+    "CATALOG_COLUMNS",
+    "DetectionConfig",
+    "DetectionResult",
+    "detect_dia_sources",
+    "empty_catalog",
+    "filtered_noise_scale",
+]
 
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +80,17 @@ class DetectionConfig:
     flag_radius : `float`
         Half size, in PSF sigmas, of the box around a source in which mask bits set the
         ``flag_bad``/``flag_saturated``/``flag_nan``/``flag_cr``/``flag_suspect`` flags.
+    rescale_noise : `bool`
+        Divide the PSF-filtered significance by its robust standard deviation over the usable
+        pixels (and multiply ``psf_flux_err`` by the same factor), so that the threshold is in units
+        of the noise actually present.  The variance plane ignores the pixel-to-pixel covariance
+        that PSF matching and warping introduce, so the filtered noise is larger than it predicts:
+        by 8-17 % for typical simulated differences, 33 % with strongly correlated template noise
+        and 80 % when the science image is the one convolved, which would turn a 5σ threshold into
+        a 3-4.6σ one and flood the catalogue with noise peaks.
+    min_noise_pixels : `int`
+        Fewest usable pixels needed to measure the noise for ``rescale_noise`` (below this the
+        significance is left as the variance plane gives it).
     """
 
     threshold: float = 5.0
@@ -83,6 +101,8 @@ class DetectionConfig:
     min_peak_separation: float = 4.0
     min_peak_dip: float = 1.0
     flag_radius: float = 2.0
+    rescale_noise: bool = True
+    min_noise_pixels: int = 1000
 
     def validate(self) -> None:
         """Check the values.
@@ -100,6 +120,8 @@ class DetectionConfig:
             raise ValueError(f"min_coverage must be in [0, 1], got {self.min_coverage}")
         if self.min_peak_separation < 0 or self.min_peak_dip < 0 or self.flag_radius < 0:
             raise ValueError("min_peak_separation, min_peak_dip and flag_radius must be >= 0")
+        if self.min_noise_pixels < 1:
+            raise ValueError(f"min_noise_pixels must be >= 1, got {self.min_noise_pixels}")
 
 
 @dataclass
@@ -113,10 +135,75 @@ class DetectionResult:
     mask : `numpy.ndarray` of `numpy.int32`
         Copy of the input mask with ``DETECTED`` / ``DETECTED_NEGATIVE`` set on the footprints
         (any previous such bits are cleared).
+    noise_scale : `float`
+        Factor by which the filtered significance was divided (and ``psf_flux_err``
+        multiplied): the measured noise of the filtered image in units of the noise the variance
+        plane predicts (1 without ``rescale_noise``).
     """
 
     catalog: Table
     mask: np.ndarray
+    noise_scale: float = 1.0
+
+
+_MAX_NOISE_PIXELS = 1_000_000
+
+
+def _robust_sigma(values: np.ndarray) -> float:
+    values = values[:: max(1, values.size // _MAX_NOISE_PIXELS)].astype(np.float64)
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def filtered_noise_scale(
+    significance: np.ndarray,
+    usable: np.ndarray,
+    psf_sigma: float,
+    *,
+    min_pixels: int = 1000,
+    clip: float = 4.0,
+    source_radius: float = 4.0,
+) -> float:
+    """Return the robust standard deviation of a significance image over its source-free pixels.
+
+    Parameters
+    ----------
+    significance : `numpy.ndarray`
+        PSF-filtered image divided by the noise its variance plane predicts.
+    usable : `numpy.ndarray` of `bool`
+        Pixels to measure on.
+    psf_sigma : `float`
+        Gaussian-equivalent PSF sigma (pixels), which sets the size of the source neighbourhoods.
+    min_pixels : `int`, optional
+        Fewest usable pixels for a measurement.
+    clip : `float`, optional
+        Pixels whose significance exceeds ``clip`` times a first estimate mark sources.
+    source_radius : `float`, optional
+        Half size, in PSF sigmas, of the square masked around every such pixel.
+
+    Returns
+    -------
+    scale : `float`
+        ``1.4826 × MAD`` of the usable pixels away from sources (a deterministic subset of at most
+        10⁶ of them).  A first estimate over all usable pixels finds the sources; their
+        neighbourhoods are then left out, so that even a difference image densely covered with
+        bright sources gives the noise (within 1-2 % in the tests) while pure noise loses almost no
+        pixels.  1.0 if there are fewer than ``min_pixels`` usable pixels or the measurement is not
+        a positive finite number.
+    """
+    usable = np.asarray(usable, dtype=bool)
+    if np.count_nonzero(usable) < min_pixels:
+        return 1.0
+    sig = np.asarray(significance)
+    first = _robust_sigma(sig[usable])
+    if not (np.isfinite(first) and first > 0):
+        return 1.0
+    half = max(1, int(np.ceil(source_radius * psf_sigma)))
+    near_source = ndimage.maximum_filter(
+        (usable & (np.abs(sig) > clip * first)).view(np.uint8), size=2 * half + 1, mode="constant"
+    ).astype(bool)
+    quiet = usable & ~near_source
+    scale = _robust_sigma(sig[quiet]) if np.count_nonzero(quiet) >= min_pixels else first
+    return scale if np.isfinite(scale) and scale > 0 else 1.0
 
 
 def empty_catalog() -> Table:
@@ -219,8 +306,9 @@ def detect_dia_sources(
     ``x``/``y`` are the quadratic-fit peak of the filtered significance image; ``psf_flux`` =
     ``Σ(P·D/V)/Σ(P²/V)`` and ``psf_flux_err`` = ``1/sqrt(Σ(P²/V))`` with the PSF shifted to
     ``(x, y)`` and unusable pixels excluded; ``peak_value`` is the image value at the peak pixel (or
-    ``psf_flux × max(P)`` if that pixel is unusable); ``npix`` is the size of the whole footprint the
-    source belongs to.  ``flag_edge`` is set within one PSF half width of the image border or of
+    ``psf_flux × max(P)`` if that pixel is unusable); with ``rescale_noise`` the significance and
+    ``psf_flux_err`` include the measured `DetectionResult.noise_scale`; ``npix`` is the size of the
+    whole footprint the source belongs to.  ``flag_edge`` is set within one PSF half width of the image border or of
     ``NO_DATA``/``EDGE`` pixels; the other flags when their mask bit (``BAD``, ``SAT``,
     ``NO_DATA`` or non-finite values, ``CR``, ``SUSPECT``) appears within ``flag_radius`` PSF
     sigmas of the peak.
@@ -250,6 +338,12 @@ def detect_dia_sources(
     detectable = (cover >= max(config.min_coverage, 1e-6) * p2) & (fvar > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = np.where(detectable, filt / np.sqrt(np.where(detectable, fvar, 1.0)), 0.0)
+    noise_scale = 1.0
+    if config.rescale_noise:
+        noise_scale = filtered_noise_scale(
+            snr, detectable & usable, sigma, min_pixels=config.min_noise_pixels
+        )
+        snr = snr / noise_scale
 
     out_mask = msk & ~(mask_planes.DETECTED | mask_planes.DETECTED_NEGATIVE)
     structure = np.ones((3, 3), dtype=bool)
@@ -307,7 +401,7 @@ def detect_dia_sources(
                 denom = float((p * p * w).sum())
                 if denom > 0:
                     flux = float((p * data[y0:y1, x0:x1] * w).sum()) / denom
-                    err = 1.0 / np.sqrt(denom)
+                    err = noise_scale / np.sqrt(denom)
                 else:  # pragma: no cover - excluded by the coverage requirement
                     flux, err = 0.0, np.inf
                 peak_value = float(img[iy, ix]) if usable[iy, ix] else flux * float(kernel.max())
@@ -342,7 +436,9 @@ def detect_dia_sources(
 
     n = len(rows["x"])
     if n == 0:
-        return DetectionResult(catalog=empty_catalog(), mask=out_mask.astype(np.int32))
+        return DetectionResult(
+            catalog=empty_catalog(), mask=out_mask.astype(np.int32), noise_scale=noise_scale
+        )
     order = np.lexsort((np.asarray(rows["x"]), np.asarray(rows["y"])))
     columns: dict[str, np.ndarray] = {"id": make_source_ids(visit, detector, n)}
     for name, dtype in CATALOG_COLUMNS.items():
@@ -355,4 +451,4 @@ def detect_dia_sources(
         columns["ra"] = np.full(n, np.nan)
         columns["dec"] = np.full(n, np.nan)
     catalog = Table({name: columns[name].astype(dtype) for name, dtype in CATALOG_COLUMNS.items()})
-    return DetectionResult(catalog=catalog, mask=out_mask.astype(np.int32))
+    return DetectionResult(catalog=catalog, mask=out_mask.astype(np.int32), noise_scale=noise_scale)

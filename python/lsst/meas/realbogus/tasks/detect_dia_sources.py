@@ -110,6 +110,16 @@ class DetectDiaSourcesConfig(PipelineTaskConfig, pipelineConnections=DetectDiaSo
         doc="Half size (PSF sigmas) of the box whose mask bits set the pixel flags.",
         default=_DEFAULTS.flag_radius,
     )
+    rescale_noise = Field[bool](
+        doc="Divide the PSF-filtered significance by its measured robust standard deviation (and "
+        "multiply psf_flux_err by it): the variance plane ignores the pixel covariance from PSF "
+        "matching and warping, so without this a 5 sigma threshold is really 3-4.6 sigma.",
+        default=_DEFAULTS.rescale_noise,
+    )
+    min_noise_pixels = Field[int](
+        doc="Fewest usable pixels needed to measure the noise for rescale_noise.",
+        default=_DEFAULTS.min_noise_pixels,
+    )
 
     def validate(self) -> None:
         """Check the plane names, the storage class and the numerical configuration."""
@@ -205,11 +215,14 @@ class DetectDiaSourcesTask(PipelineTask):
         catalog = result.catalog
         n_negative = int(np.count_nonzero(catalog["is_negative"])) if len(catalog) else 0
         self.log.info(
-            "Detected %d diaSources (%d positive, %d negative) at %.1f sigma.",
+            "Detected %d diaSources (%d positive, %d negative) at %.1f sigma (filtered noise %.3f x "
+            "the variance plane's%s).",
             len(catalog),
             len(catalog) - n_negative,
             n_negative,
             self.config.threshold,
+            result.noise_scale,
+            "" if self.config.rescale_noise else ", not rescaled",
         )
         if self.config.catalog_storage_class == "SourceCatalog":
             catalog = _to_source_catalog(catalog)
