@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["check_psf", "gaussian_kernel", "psf_moment_sigma", "psf_sigma"]
+__all__ = ["check_psf", "gaussian_kernel", "psf_moment_sigma", "psf_sigma", "sampled_gaussian_kernel"]
 
 import numpy as np
 
@@ -119,5 +119,40 @@ def gaussian_kernel(sigma: float, half_width: int) -> np.ndarray:
 
     edges = np.arange(-half_width - 0.5, half_width + 1.0) / (np.sqrt(2.0) * sigma)
     prof = np.diff(erf(edges))
+    kernel = np.outer(prof, prof)
+    return kernel / kernel.sum()
+
+
+def sampled_gaussian_kernel(sigma: float, half_width: int) -> np.ndarray:
+    """Unit-sum circular Gaussian kernel sampled at the pixel centres.
+
+    This is the kernel image of a Gaussian PSF as `lsst.images` renders it
+    (``GaussianPointSpreadFunction``), so numerical code that mimics the Butler layer uses the
+    same PSF as the pipeline.  For well-sampled PSFs it is close to `gaussian_kernel`; for
+    undersampled ones it is more peaked (by 10 % at ``sigma = 0.9``).
+
+    Parameters
+    ----------
+    sigma : `float`
+        Gaussian sigma in pixels (positive).
+    half_width : `int`
+        The kernel is ``(2 * half_width + 1)`` pixels on a side.
+
+    Returns
+    -------
+    kernel : `numpy.ndarray` of `float`
+        Unit-sum kernel image.
+
+    Raises
+    ------
+    ValueError
+        Raised if ``sigma`` is not positive and finite or ``half_width`` is negative.
+    """
+    if not (sigma > 0 and np.isfinite(sigma)):
+        raise ValueError(f"sigma must be finite and > 0, got {sigma}")
+    if half_width < 0:
+        raise ValueError(f"half_width must be >= 0, got {half_width}")
+    r = np.arange(-half_width, half_width + 1, dtype=np.float64)
+    prof = np.exp(-0.5 * (r / sigma) ** 2)
     kernel = np.outer(prof, prof)
     return kernel / kernel.sum()
