@@ -86,7 +86,7 @@ def test_normalization_unit_invariant_and_nan_handling() -> None:
 
 def test_normalization_errors() -> None:
     with pytest.raises(ValueError, match="Unknown TransiNet channel"):
-        NormalizationSpec(channels=("template", "science", "difference"))
+        NormalizationSpec(channels=("template", "science", "diff"))
     with pytest.raises(ValueError, match="shape"):
         normalize_pair(np.zeros((4, 4)), np.zeros((4, 5)))
     with pytest.raises(ValueError, match="noise sigma"):

@@ -293,8 +293,10 @@ def make_transinet_catalog(peaks: Table, visit: int, detector: int, version: str
 class TransiNetDetectTask(PipelineTask):
     """Localise transients on a (template, science) pair with TransiNet, without differencing.
 
-    The network sees the template and the science image (normalised together, no PSF matching)
-    and returns a per-pixel score; detections are its local maxima above ``config.threshold``
+    The network sees the template and the science image (normalised together, no PSF matching;
+    models may also declare a fixed Gaussian-PSF-matched difference channel, computed from the
+    images' own PSF sigmas, see `lsst.meas.realbogus.transinet.normalization`) and returns a
+    per-pixel score; detections are its local maxima above ``config.threshold``
     at least ``config.minSeparation`` pixels apart, with sub-pixel positions, sky coordinates
     and an (approximate) flux.  NaN and ``NO_DATA`` pixels get score 0 and never make
     detections; peaks near them are flagged ``flag_nan``.
@@ -403,7 +405,9 @@ class TransiNetDetectTask(PipelineTask):
         valid = valid_mask(tmpl.image, sci.image, mask=mask, template_variance=tmpl.variance,
                            science_variance=sci.variance)
         if valid.any():
-            score = model.score_image(tmpl.image, sci.image, tmpl.variance, sci.variance, mask)
+            # The PSF sigmas are used by models with a PSF-matched 'difference' input channel.
+            score = model.score_image(tmpl.image, sci.image, tmpl.variance, sci.variance, mask,
+                                      science_psf_sigma=sci.psf_sigma, template_psf_sigma=tmpl.psf_sigma)
         else:
             # Nothing usable (e.g. a dead amplifier everywhere): a zero score finds nothing.
             self.log.warning("No usable pixel in the (template, science) pair; writing an empty result.")

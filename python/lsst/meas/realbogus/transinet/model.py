@@ -204,7 +204,8 @@ class TransiNetModel:
         Raises
         ------
         ValueError
-            Raised if the package is not a TransiNet package.
+            Raised if the package is not a TransiNet package or its channel lists
+            disagree.
         """
         metadata = getattr(package, "metadata", None)
         if metadata is None:
@@ -217,6 +218,10 @@ class TransiNetModel:
         if not isinstance(norm, dict):
             raise ValueError("Package lacks training['transinet_normalization']; not a TransiNet package.")
         spec = NormalizationSpec.from_dict(norm)
+        declared = _meta_get(metadata, "channels")
+        if declared is not None and list(declared) != [c for c in spec.channels if c != "valid"]:
+            raise ValueError(f"Package channels {list(declared)} disagree with its TransiNet normalisation "
+                             f"channels {list(spec.channels)}.")
         if hasattr(package, "build_module"):
             module = package.build_module()
         else:
@@ -252,10 +257,27 @@ class TransiNetModel:
         """Build from a `~.training.TransiNetTrainingResult`."""
         return cls(result.module, result.config.spec(), version=result.config.version, **kwargs)
 
+    @property
+    def needs_psf_sigmas(self) -> bool:
+        """Whether scoring needs the science and template PSF sigmas (`bool`).
+
+        True for models whose inputs include the PSF-matched ``"difference"``
+        channel (see `~.normalization.NormalizationSpec`).
+        """
+        return self.spec.needs_psf_sigmas
+
     def _inputs(self, template: np.ndarray, science: np.ndarray, template_variance: np.ndarray | None,
-                science_variance: np.ndarray | None, mask: np.ndarray | None) -> np.ndarray:
+                science_variance: np.ndarray | None, mask: np.ndarray | None,
+                science_psf_sigma: float | None = None, template_psf_sigma: float | None = None
+                ) -> np.ndarray:
+        if self.needs_psf_sigmas and (science_psf_sigma is None or template_psf_sigma is None):
+            raise ValueError(f"TransiNet model {self.version!r} has input channels {list(self.spec.channels)}, "
+                             "including a PSF-matched 'difference': pass science_psf_sigma and "
+                             "template_psf_sigma (Gaussian-equivalent PSF sigmas in pixels) to score_image "
+                             "or detect.")
         return normalize_pair(template, science, template_variance=template_variance,
-                              science_variance=science_variance, mask=mask, spec=self.spec)
+                              science_variance=science_variance, mask=mask, spec=self.spec,
+                              science_psf_sigma=science_psf_sigma, template_psf_sigma=template_psf_sigma)
 
     def score_image(
         self,
@@ -265,6 +287,8 @@ class TransiNetModel:
         science_variance: np.ndarray | None = None,
         mask: np.ndarray | None = None,
         *,
+        science_psf_sigma: float | None = None,
+        template_psf_sigma: float | None = None,
         tiled: bool = True,
     ) -> np.ndarray:
         """Return the per-pixel transient probability image.
@@ -277,6 +301,10 @@ class TransiNetModel:
             Variance planes (the science variance sets the noise scale if given).
         mask : `numpy.ndarray`, optional
             Integer mask; ``NO_DATA`` pixels are invalid.
+        science_psf_sigma, template_psf_sigma : `float`, optional
+            Gaussian-equivalent PSF sigmas in pixels; required when the model
+            has a ``"difference"`` input channel (`needs_psf_sigmas`), ignored
+            otherwise.
         tiled : `bool`
             Use overlapping tiles (bounded memory); `False` runs one pass over the
             whole image (same result).
@@ -285,8 +313,15 @@ class TransiNetModel:
         -------
         score : `numpy.ndarray`
             ``float32`` ``(H, W)`` in [0, 1]; 0 on invalid (NaN, ``NO_DATA``) pixels.
+
+        Raises
+        ------
+        ValueError
+            Raised for mismatched shapes, unmeasurable noise, or missing PSF
+            sigmas for a model that needs them.
         """
-        inputs = self._inputs(template, science, template_variance, science_variance, mask)
+        inputs = self._inputs(template, science, template_variance, science_variance, mask,
+                              science_psf_sigma, template_psf_sigma)
         network = self._network()
         on_torch = network is self._inference
         if on_torch and self.threads not in (None, torch.get_num_threads()):
@@ -336,6 +371,7 @@ class TransiNetModel:
             Fills ``ra``/``dec`` when given.
         science_psf_sigma, template_psf_sigma : `float`, optional
             Gaussian PSF sigmas; when both are given a flux estimate is measured.
+            Required to compute the score of a model that `needs_psf_sigmas`.
         score : `numpy.ndarray`, optional
             A score image already computed by `score_image` for these inputs.
 
@@ -345,7 +381,9 @@ class TransiNetModel:
             See `peaks.find_peaks`.
         """
         if score is None:
-            score = self.score_image(template, science, template_variance, science_variance, mask)
+            score = self.score_image(template, science, template_variance, science_variance, mask,
+                                     science_psf_sigma=science_psf_sigma,
+                                     template_psf_sigma=template_psf_sigma)
         threshold = self.threshold if threshold is None else threshold
         with_flux = science_psf_sigma is not None and template_psf_sigma is not None
         return find_peaks(

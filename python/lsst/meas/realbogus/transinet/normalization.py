@@ -4,6 +4,7 @@ The network sees a stack of channels built from one (template, science) pair:
 
 * ``"template"`` and ``"science"``: each image minus its own median, divided by one
   common noise sigma (estimated from the science image), then asinh-stretched;
+* optional ``"difference"``: a Gaussian-PSF-matched difference (see below);
 * optional ``"variance_template"`` / ``"variance_science"``: ``sqrt(variance) / sigma``;
 * ``"valid"``: 1 where every input is finite and not ``NO_DATA``, else 0.
 
@@ -13,22 +14,40 @@ normalised image is then cut into tiles or crops, so that tiled inference is
 seamless and identical to full-image inference.  Because every image is divided
 by the same sigma measured in its own units, the result does not depend on the
 flux unit (nJy, counts, ...).
+
+The ``"difference"`` channel gives the network a direct flux comparison between
+the epochs, which the separately stretched, not PSF-matched template and science
+channels make nearly impossible (e.g. for a variable star).  It is a *fixed*
+operation, with no fitted kernel and no detection, computed from the images and
+the Gaussian-equivalent sigmas of their own PSF models: both images minus their
+medians, invalid pixels set to 0 (the median), the sharper of the two convolved
+with a Gaussian of sigma ``sqrt(|sigma_sci**2 - sigma_tmpl**2|)`` (zero padding
+beyond the image, i.e. the median), science minus template, divided by the
+robust (1.4826 x MAD) scatter of that difference on the valid pixels and
+asinh-stretched like the other channels.  A model whose spec has this channel
+needs both PSF sigmas (`NormalizationSpec.needs_psf_sigmas`).  Like the
+statistics, the difference is computed once on the whole image, so tiled
+inference stays seamless.
 """
 
 from __future__ import annotations
 
-__all__ = ["NormalizationSpec", "NormalizationStats", "KNOWN_CHANNELS", "compute_stats", "normalize_pair",
-           "valid_mask"]
+__all__ = ["NormalizationSpec", "NormalizationStats", "KNOWN_CHANNELS", "PSF_CHANNELS", "compute_stats",
+           "matched_difference", "normalize_pair", "valid_mask"]
 
 import dataclasses
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from ..mask_planes import NO_DATA
 
-KNOWN_CHANNELS = ("template", "science", "variance_template", "variance_science", "valid")
+KNOWN_CHANNELS = ("template", "science", "difference", "variance_template", "variance_science", "valid")
 """Channel names understood by `normalize_pair`."""
+
+PSF_CHANNELS = ("difference",)
+"""Channels that need the science and template PSF sigmas."""
 
 _MAX_STAT_PIXELS = 1_000_000
 
@@ -50,11 +69,19 @@ class NormalizationSpec:
         ``"variance"``: sigma is ``sqrt(median(science variance))`` when a variance
         plane is given (falling back to ``"mad"`` otherwise); ``"mad"``: sigma is
         the robust (1.4826 x MAD) scatter of the science image.
+    difference_noise : `str`
+        Scale of the ``"difference"`` channel: ``"mad"`` divides it by its own
+        robust (1.4826 x MAD) scatter, one number per image; ``"variance"``
+        divides every pixel by its own noise sigma, the square root of the
+        science plus template variance after the same Gaussian matching (so a
+        flux change on a bright star is scaled by the star's photon noise too);
+        ``"variance"`` needs both variance planes.
     """
 
     channels: tuple[str, ...] = ("template", "science", "valid")
     asinh_softening: float = 3.0
     noise_source: str = "variance"
+    difference_noise: str = "mad"
 
     def __post_init__(self) -> None:
         channels = tuple(self.channels)
@@ -70,11 +97,18 @@ class NormalizationSpec:
             raise ValueError(f"asinh_softening must be a positive finite number; got {self.asinh_softening}.")
         if self.noise_source not in ("variance", "mad"):
             raise ValueError(f"noise_source must be 'variance' or 'mad'; got {self.noise_source!r}.")
+        if self.difference_noise not in ("mad", "variance"):
+            raise ValueError(f"difference_noise must be 'mad' or 'variance'; got {self.difference_noise!r}.")
 
     @property
     def n_channels(self) -> int:
         """Number of network input channels."""
         return len(self.channels)
+
+    @property
+    def needs_psf_sigmas(self) -> bool:
+        """Whether `normalize_pair` needs the science and template PSF sigmas (`bool`)."""
+        return any(c in PSF_CHANNELS for c in self.channels)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable description (stored in model packages)."""
@@ -83,6 +117,7 @@ class NormalizationSpec:
             "channels": list(self.channels),
             "asinh_softening": float(self.asinh_softening),
             "noise_source": self.noise_source,
+            "difference_noise": self.difference_noise,
         }
 
     @classmethod
@@ -100,6 +135,7 @@ class NormalizationSpec:
             channels=tuple(data.get("channels", cls.channels)),
             asinh_softening=float(data.get("asinh_softening", 3.0)),
             noise_source=str(data.get("noise_source", "variance")),
+            difference_noise=str(data.get("difference_noise", "mad")),
         )
 
 
@@ -113,11 +149,16 @@ class NormalizationStats:
         Medians of the valid pixels of each image.
     sigma : `float`
         Common noise sigma (image units) that both images are divided by.
+    difference_sigma : `float` or `None`
+        Robust scatter (image units) of the matched difference that the
+        ``"difference"`` channel is divided by; `None`: measured by
+        `normalize_pair` from the difference itself.
     """
 
     template_median: float
     science_median: float
     sigma: float
+    difference_sigma: float | None = None
 
 
 def _as_image(name: str, array: Any, shape: tuple[int, ...] | None) -> np.ndarray:
@@ -208,6 +249,112 @@ def compute_stats(
     return NormalizationStats(template_median=t_med, science_median=s_med, sigma=sigma)
 
 
+def _check_psf_sigma(name: str, value: Any) -> float:
+    if value is None or isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}.")
+    try:
+        sigma = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}.") from None
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"{name} must be a positive finite PSF sigma in pixels; got {value!r}.")
+    return sigma
+
+
+def matched_difference(
+    template: np.ndarray,
+    science: np.ndarray,
+    valid: np.ndarray,
+    science_psf_sigma: float,
+    template_psf_sigma: float,
+    *,
+    template_median: float = 0.0,
+    science_median: float = 0.0,
+    template_variance: np.ndarray | None = None,
+    science_variance: np.ndarray | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Return the Gaussian-PSF-matched difference ``science - template`` (image units).
+
+    Both images are median-subtracted and their invalid pixels set to 0 (their
+    median); the sharper one is convolved with a unit-sum Gaussian of sigma
+    ``sqrt(|science_psf_sigma**2 - template_psf_sigma**2|)`` (zero padding
+    beyond the image edges, truncated at 4 sigma), so that both have about the
+    broader PSF.  No kernel is fitted: for non-Gaussian PSFs bright stars leave
+    residuals, which the network learns to ignore.
+
+    Parameters
+    ----------
+    template, science : `numpy.ndarray`
+        Images on the same grid.
+    valid : `numpy.ndarray`
+        Boolean map of usable pixels (`valid_mask`).
+    science_psf_sigma, template_psf_sigma : `float`
+        Gaussian-equivalent PSF sigmas in pixels.
+    template_median, science_median : `float`
+        Values subtracted from each image (its background).
+    template_variance, science_variance : `numpy.ndarray`, optional
+        Variance planes; when both are given the variance of the difference is
+        returned too: the sharper image's variance is convolved with the squared
+        kernel (invalid pixels filled with the median variance first).
+
+    Returns
+    -------
+    difference : `numpy.ndarray`
+        ``float32`` ``(H, W)``; 0 on invalid pixels.
+    variance : `numpy.ndarray`
+        Only with both variance planes: ``float32`` variance of ``difference``
+        (1 on invalid pixels).
+
+    Raises
+    ------
+    ValueError
+        Raised if a PSF sigma is not a positive finite number.
+    """
+    sigma_sci = _check_psf_sigma("science_psf_sigma", science_psf_sigma)
+    sigma_tmpl = _check_psf_sigma("template_psf_sigma", template_psf_sigma)
+    sci = np.where(valid, np.asarray(science, dtype=np.float32) - np.float32(science_median), np.float32(0))
+    tmpl = np.where(valid, np.asarray(template, dtype=np.float32) - np.float32(template_median),
+                    np.float32(0))
+    kernel_sigma = float(np.sqrt(abs(sigma_sci**2 - sigma_tmpl**2)))
+    blur = kernel_sigma > 1e-3
+    blur_science = blur and sigma_sci < sigma_tmpl
+    if blur:
+        if blur_science:
+            sci = ndimage.gaussian_filter(sci, kernel_sigma, mode="constant", cval=0.0, truncate=4.0)
+        else:
+            tmpl = ndimage.gaussian_filter(tmpl, kernel_sigma, mode="constant", cval=0.0, truncate=4.0)
+    diff = sci - tmpl
+    diff[~valid] = 0.0
+    if template_variance is None or science_variance is None:
+        return diff
+    variances = []
+    for var, blurred in ((science_variance, blur_science), (template_variance, blur and not blur_science)):
+        var = np.asarray(var, dtype=np.float32)
+        good = valid & np.isfinite(var)
+        fill = np.float32(np.median(var[good])) if good.any() else np.float32(1.0)
+        var = np.where(good, var, fill)
+        if blurred:
+            # Squared Gaussian kernel = sum(K**2) x the unit-sum Gaussian of sigma / sqrt(2) (same radius).
+            radius = int(4.0 * kernel_sigma + 0.5)
+            k1 = np.exp(-0.5 * (np.arange(-radius, radius + 1) / kernel_sigma) ** 2)
+            k1 /= k1.sum()
+            var = ndimage.gaussian_filter(var, kernel_sigma / np.sqrt(2.0), mode="nearest",
+                                          truncate=4.0 * np.sqrt(2.0)) * np.float32(np.sum(k1**2) ** 2)
+        variances.append(var)
+    variance = variances[0] + variances[1]
+    variance[~valid] = 1.0
+    return diff, variance
+
+
+def _difference_sigma(diff: np.ndarray, valid: np.ndarray) -> float:
+    """Robust (1.4826 x MAD) scatter of the valid difference pixels."""
+    values = _values(diff, _subsample_indices(valid))
+    sigma = float(1.4826 * np.median(np.abs(values - np.median(values))))
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError("Cannot estimate the noise sigma of the matched difference (identical images?).")
+    return sigma
+
+
 def normalize_pair(
     template: np.ndarray,
     science: np.ndarray,
@@ -217,6 +364,8 @@ def normalize_pair(
     mask: np.ndarray | None = None,
     spec: NormalizationSpec | None = None,
     stats: NormalizationStats | None = None,
+    science_psf_sigma: float | None = None,
+    template_psf_sigma: float | None = None,
 ) -> np.ndarray:
     """Build the normalised network input for one (template, science) pair.
 
@@ -232,6 +381,10 @@ def normalize_pair(
         Channels and stretch; default template, science, valid.
     stats : `NormalizationStats`, optional
         Precomputed statistics (e.g. from the whole detector); measured if `None`.
+    science_psf_sigma, template_psf_sigma : `float`, optional
+        Gaussian-equivalent PSF sigmas (pixels) of the two images; required if
+        the spec has a ``"difference"`` channel (`NormalizationSpec.needs_psf_sigmas`),
+        ignored otherwise.
 
     Returns
     -------
@@ -241,9 +394,15 @@ def normalize_pair(
     Raises
     ------
     ValueError
-        Raised for mismatched shapes, missing variance planes or unmeasurable noise.
+        Raised for mismatched shapes, missing variance planes or PSF sigmas, or
+        unmeasurable noise.
     """
     spec = spec or NormalizationSpec()
+    if spec.needs_psf_sigmas and (science_psf_sigma is None or template_psf_sigma is None):
+        raise ValueError(f"The TransiNet channels {list(spec.channels)} include a PSF-matched 'difference', "
+                         "which needs science_psf_sigma and template_psf_sigma (Gaussian-equivalent PSF "
+                         f"sigmas in pixels); got science_psf_sigma={science_psf_sigma!r}, "
+                         f"template_psf_sigma={template_psf_sigma!r}.")
     science = _as_image("science", science, None)
     shape = science.shape
     template = _as_image("template", template, shape)
@@ -271,6 +430,29 @@ def normalize_pair(
             plane = np.arcsinh((template - stats.template_median) * (inv_sigma / spec.asinh_softening))
         elif name == "science":
             plane = np.arcsinh((science - stats.science_median) * (inv_sigma / spec.asinh_softening))
+        elif name == "difference" and spec.difference_noise == "variance":
+            if template_variance is None or science_variance is None:
+                raise ValueError("The 'difference' channel with difference_noise='variance' needs both "
+                                 "variance planes (template_variance, science_variance).")
+            diff, diff_var = matched_difference(template, science, valid, science_psf_sigma,
+                                                template_psf_sigma, template_median=stats.template_median,
+                                                science_median=stats.science_median,
+                                                template_variance=template_variance,
+                                                science_variance=science_variance)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = diff / np.sqrt(diff_var)
+            z[~np.isfinite(z)] = 0.0
+            plane = np.arcsinh(z * np.float32(1.0 / spec.asinh_softening))
+        elif name == "difference":
+            diff = matched_difference(template, science, valid, science_psf_sigma, template_psf_sigma,
+                                      template_median=stats.template_median,
+                                      science_median=stats.science_median)
+            diff_sigma = stats.difference_sigma
+            if diff_sigma is None:
+                diff_sigma = _difference_sigma(diff, valid)
+            elif not (np.isfinite(diff_sigma) and diff_sigma > 0):
+                raise ValueError(f"stats.difference_sigma must be positive and finite; got {diff_sigma}.")
+            plane = np.arcsinh(diff * np.float32(1.0 / (diff_sigma * spec.asinh_softening)))
         elif name == "variance_template":
             plane = np.sqrt(np.clip(template_variance, 0, None)) * inv_sigma
         else:

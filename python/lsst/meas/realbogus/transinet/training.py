@@ -58,6 +58,9 @@ class TransiNetTrainingConfig:
         Network input channels (see `NormalizationSpec`).
     asinh_softening : `float`
         Stretch of the input normalisation.
+    difference_noise : `str`
+        Scale of the ``"difference"`` channel, ``"mad"`` or ``"variance"``
+        (see `NormalizationSpec`).
     crop_size : `int`
         Side of the square training crops (multiple of ``2**depth``).
     crops_per_epoch, batch_size : `int`
@@ -97,6 +100,7 @@ class TransiNetTrainingConfig:
     depth: int = 3
     channels: tuple[str, ...] = ("template", "science", "valid")
     asinh_softening: float = 3.0
+    difference_noise: str = "mad"
     crop_size: int = 128
     crops_per_epoch: int = 64
     batch_size: int = 8
@@ -149,7 +153,8 @@ class TransiNetTrainingConfig:
 
     def spec(self) -> NormalizationSpec:
         """Return the input normalisation spec."""
-        return NormalizationSpec(channels=tuple(self.channels), asinh_softening=self.asinh_softening)
+        return NormalizationSpec(channels=tuple(self.channels), asinh_softening=self.asinh_softening,
+                                 difference_noise=self.difference_noise)
 
     def architecture_kwargs(self) -> dict[str, int]:
         """Keyword arguments of ``build_architecture("transinet_unet", ...)``."""
@@ -265,7 +270,8 @@ def prepare_example(visit: Any, config: TransiNetTrainingConfig) -> PreparedExam
     ----------
     visit : object
         Has ``science`` and ``template`` (each with ``image``, ``variance``,
-        ``mask``), ``science_psf_sigma`` and ``truth`` (e.g. a ``SimulatedVisit``).
+        ``mask``), ``science_psf_sigma`` and ``truth`` (e.g. a ``SimulatedVisit``),
+        and ``template_psf_sigma`` if the channels include ``"difference"``.
     config : `TransiNetTrainingConfig`
         Training configuration.
 
@@ -274,14 +280,19 @@ def prepare_example(visit: Any, config: TransiNetTrainingConfig) -> PreparedExam
     example : `PreparedExample`
         Inputs ``(C, H, W)``, target, weight and transient positions.
     """
-    for attr in ("science", "template", "science_psf_sigma", "truth"):
+    spec = config.spec()
+    required = ("science", "template", "science_psf_sigma", "truth")
+    if spec.needs_psf_sigmas:
+        required += ("template_psf_sigma",)
+    for attr in required:
         if not hasattr(visit, attr):
             raise TypeError(f"Training visit {type(visit).__name__} lacks attribute {attr!r}.")
     sci, tmpl = visit.science, visit.template
     mask = np.asarray(sci.mask).astype(np.int64) | np.asarray(tmpl.mask).astype(np.int64)
-    spec = config.spec()
     inputs = normalize_pair(tmpl.image, sci.image, template_variance=tmpl.variance,
-                            science_variance=sci.variance, mask=mask, spec=spec)
+                            science_variance=sci.variance, mask=mask, spec=spec,
+                            science_psf_sigma=float(visit.science_psf_sigma),
+                            template_psf_sigma=getattr(visit, "template_psf_sigma", None))
     invalid = ~valid_mask(tmpl.image, sci.image, mask=mask)
     targets = build_targets(visit.truth, sci.image.shape, float(visit.science_psf_sigma), invalid=invalid,
                             positive_weight=config.positive_weight, artifact_weight=config.artifact_weight,
@@ -333,7 +344,7 @@ def _validation_loss(module: TransiNetUNet, examples: Sequence[PreparedExample],
     den = 0.0
     with torch.inference_mode():
         for ex in examples:
-            logits = module(torch.from_numpy(ex.inputs[None]))
+            logits = module(torch.from_numpy(ex.inputs[None]).contiguous(memory_format=torch.channels_last))
             w = torch.from_numpy(ex.weight[None, None])
             loss = weighted_loss(logits, torch.from_numpy(ex.target[None, None]), w, kind=config.loss,
                                  gamma=config.focal_gamma)
@@ -391,8 +402,10 @@ def train_transinet(
     Parameters
     ----------
     train_visits, val_visits : `~collections.abc.Sequence`
-        Training and held-out pairs (see `prepare_example`); validate on
-        different visits than you train on.
+        Training and held-out pairs (see `prepare_example`), or
+        `PreparedExample` objects already prepared with this ``config`` (e.g.
+        to simulate and prepare many visits one at a time without keeping the
+        images); validate on different visits than you train on.
     config : `TransiNetTrainingConfig`
         Training configuration.
     checkpoint_dir : path-like, optional
@@ -418,10 +431,17 @@ def train_transinet(
     config.validate()
     if len(train_visits) == 0 or len(val_visits) == 0:
         raise ValueError("train_transinet needs at least one training and one validation visit.")
-    train = [prepare_example(v, config) for v in train_visits]
-    val = [prepare_example(v, config) for v in val_visits]
+    train = [v if isinstance(v, PreparedExample) else prepare_example(v, config) for v in train_visits]
+    val = [v if isinstance(v, PreparedExample) else prepare_example(v, config) for v in val_visits]
+    n_channels = config.spec().n_channels
+    for ex in train + val:
+        if ex.inputs.shape[0] != n_channels:
+            raise ValueError(f"A prepared example has {ex.inputs.shape[0]} input channels; the config's "
+                             f"channels {list(config.channels)} need {n_channels}.")
     torch.manual_seed(config.seed)
     module = TransiNetUNet(**config.architecture_kwargs())
+    # Channels-last convolutions are about twice as fast on CPUs (oneDNN); same numbers up to rounding.
+    module = module.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate,
                                  weight_decay=config.weight_decay)
     history: list[dict[str, float]] = []
@@ -456,7 +476,8 @@ def train_transinet(
         xs, ts, ws = _draw_crops(train, config, epoch)
         losses = []
         for b in range(0, len(xs), config.batch_size):
-            logits = module(torch.from_numpy(xs[b:b + config.batch_size]))
+            batch = torch.from_numpy(xs[b:b + config.batch_size]).contiguous(memory_format=torch.channels_last)
+            logits = module(batch)
             loss = weighted_loss(logits, torch.from_numpy(ts[b:b + config.batch_size]),
                                  torch.from_numpy(ws[b:b + config.batch_size]), kind=config.loss,
                                  gamma=config.focal_gamma)
@@ -489,6 +510,6 @@ def train_transinet(
     if stopped_early:
         _LOG.info("TransiNet early stopping after epoch %d (best epoch %d).", epoch - 1, best_epoch)
     module.load_state_dict(best_state)
-    module.eval()
+    module = module.to(memory_format=torch.contiguous_format).eval()
     return TransiNetTrainingResult(module=module, config=config, history=history, best_epoch=best_epoch,
                                    stopped_early=stopped_early)
