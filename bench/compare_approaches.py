@@ -181,7 +181,9 @@ def _process_visit(sim: Any, classifiers: dict[str, Any], transinet: Any, match_
         timings[f"{name}_score"] += time.perf_counter() - t
     t = time.perf_counter()
     mask = sci.mask | tmpl.mask
-    score_image = transinet.score_image(tmpl.image, sci.image, tmpl.variance, sci.variance, mask)
+    score_image = transinet.score_image(tmpl.image, sci.image, tmpl.variance, sci.variance, mask,
+                                        science_psf_sigma=sim.science_psf_sigma,
+                                        template_psf_sigma=sim.template_psf_sigma)
     peaks = transinet.detect(tmpl.image, sci.image, tmpl.variance, sci.variance, mask, threshold=0.05,
                              score=score_image, science_psf_sigma=sim.science_psf_sigma,
                              template_psf_sigma=sim.template_psf_sigma)
@@ -265,12 +267,15 @@ def _fmt_row(s: dict[str, Any], label: str) -> str:
             + " | ".join(cells) + " |")
 
 
-def evaluate(*, classifier3: str, classifier1: str, transinet: str | None = None, size: int = 1024,
+def evaluate(*, classifier3: str, classifier1: str | None = None, transinet: str | None = None,
+             size: int = 1024,
              n_visits: int = 8, sim_seed: int = HELD_OUT_SEED, first_visit: int = 5000,
              match_radius: float = 2.5, fixed_thresholds: Sequence[float] = (0.3, 0.5, 0.7),
              output_dir: str | Path = ".", prefix: str = "transinet_compare", threads: int = 1
              ) -> dict[str, Any]:
     """Evaluate the three approaches; write ``<prefix>.json``, ``.md`` and ``.png`` in ``output_dir``.
+
+    Without ``classifier1`` the ``classic_rb1`` method is left out.
 
     Returns
     -------
@@ -283,16 +288,18 @@ def evaluate(*, classifier3: str, classifier1: str, transinet: str | None = None
     from lsst.meas.realbogus.transinet.model import TransiNetModel
 
     torch.set_num_threads(threads)
-    classifiers = {"classic_rb3": load_model(classifier3), "classic_rb1": load_model(classifier1)}
+    classifiers = {"classic_rb3": load_model(classifier3)}
+    if classifier1:
+        classifiers["classic_rb1"] = load_model(classifier1)
+    methods = tuple(m for m in METHODS if m != "classic_rb1" or classifier1)
     if transinet:
         from lsst.meas.realbogus.model_package import read_model_package
 
         tn = TransiNetModel.from_package(read_model_package(Path(transinet).read_bytes()))
     else:
         tn = TransiNetModel.default()
-    recommended = {"classic_rb3": classifiers["classic_rb3"].threshold,
-                   "classic_rb1": classifiers["classic_rb1"].threshold, "transinet": tn.threshold,
-                   "transinet_snr5": tn.threshold}
+    recommended = {"transinet": tn.threshold, "transinet_snr5": tn.threshold}
+    recommended.update({name: model.threshold for name, model in classifiers.items()})
     survey = _survey(size)
     timings = {k: 0.0 for k in ("simulate", "classic_diffim_detect", "classic_rb3_score",
                                 "classic_rb1_score", "transinet")}
@@ -305,24 +312,24 @@ def evaluate(*, classifier3: str, classifier1: str, transinet: str | None = None
         _LOG.info("Visit %d/%d done (%d transients)", i + 1, n_visits, len(results[-1].truth_x))
 
     rows: list[tuple[str, dict[str, Any]]] = []
-    for m in METHODS:
+    for m in methods:
         rows.append(("recommended", _summary(results, m, recommended[m], match_radius)))
     # Matched operating points: every method at the false positives per detector of the 3-channel
     # classifier at its recommended threshold (the headline), and at threshold 0.5 (looser).
-    fp_target = rows[1][1]["fp_per_detector"]
+    fp_target = _summary(results, "classic_rb3", recommended["classic_rb3"], match_radius)["fp_per_detector"]
     matched: dict[str, float] = {}
     snr = np.concatenate([r.truth_snr for r in results])
     types = np.concatenate([r.truth_type for r in results])
     for label, rb3_threshold in (("matched FP", recommended["classic_rb3"]), ("matched FP (rb3@0.5)", 0.5)):
         target = _summary(results, "classic_rb3", rb3_threshold, match_radius)["fp_per_detector"]
-        for m in METHODS:
+        for m in methods:
             thr = (rb3_threshold if m == "classic_rb3"
                    else _matched_threshold(results, m, target, match_radius))
             if label == "matched FP":
                 matched[m] = thr
             rows.append((label, _summary(results, m, thr, match_radius)))
     for thr in fixed_thresholds:
-        for m in METHODS:
+        for m in methods:
             rows.append((f"fixed {thr:g}", _summary(results, m, thr, match_radius)))
 
     f_rb3, _ = _found(results, "classic_rb3", matched["classic_rb3"], match_radius)
@@ -353,7 +360,7 @@ def evaluate(*, classifier3: str, classifier1: str, transinet: str | None = None
     report = {
         "config": {"size": size, "n_visits": n_visits, "sim_seed": sim_seed, "first_visit": first_visit,
                    "match_radius_pix": match_radius, "classifier3": str(classifier3),
-                   "classifier1": str(classifier1), "transinet": transinet or "package default",
+                   "classifier1": str(classifier1) if classifier1 else None, "transinet": transinet or "package default",
                    "transinet_version": tn.version, "threads": threads},
         "fp_target_per_detector": fp_target,
         "matched_thresholds": matched,
@@ -368,7 +375,7 @@ def evaluate(*, classifier3: str, classifier1: str, transinet: str | None = None
     (out / f"{prefix}.json").write_text(json.dumps(report, indent=1, default=float))
     (out / f"{prefix}.md").write_text(table + "\n")
     (out / f"{prefix}.csv").write_text(_csv(rows))
-    _plot(results, rows, matched, match_radius, out / f"{prefix}.png")
+    _plot(results, rows, matched, match_radius, out / f"{prefix}.png", methods)
     _LOG.info("\n%s\nrecovered: %s", table, json.dumps(extra))
     return report
 
@@ -394,7 +401,8 @@ def _csv(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
 
 
 def _plot(results: Sequence[_VisitResult], rows: Sequence[tuple[str, dict[str, Any]]],
-          matched: dict[str, float], match_radius: float, path: Path) -> None:
+          matched: dict[str, float], match_radius: float, path: Path,
+          methods: Sequence[str] = METHODS) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -422,7 +430,7 @@ def _plot(results: Sequence[_VisitResult], rows: Sequence[tuple[str, dict[str, A
     ax1.set_ylim(0, 1.02)
     ax1.set_title("Matched FP: rb3 at its threshold (solid), at 0.5 (dashed)", fontsize=9)
     ax1.legend(fontsize=7)
-    for m in METHODS:
+    for m in methods:
         thresholds = np.linspace(0.05, 0.98, 25)
         comp, fp = [], []
         snr = np.concatenate([r.truth_snr for r in results])
@@ -449,7 +457,8 @@ def speed(*, size: int = 4096, threads: Sequence[int] | int = (1, 2), repeats: i
     """Time `TransiNetModel.score_image` on one ``size`` x ``size`` detector.
 
     The inputs are a simulated-looking noise pair (the network's cost does not depend on the
-    content).  For every backend and thread count the model is loaded (and, for ONNX Runtime,
+    content) with PSF sigmas of 2.0 (science) and 1.3 pixels (template), used by models with a
+    ``"difference"`` channel.  For every backend and thread count the model is loaded (and, for ONNX Runtime,
     exported; ``setup_seconds``), warmed up on a small image, then ``score_image`` is run
     ``repeats`` times: the best wall time and the process CPU time of that run are reported
     (CPU time counts all threads), with the 1-minute load average before and after (other
@@ -480,6 +489,8 @@ def speed(*, size: int = 4096, threads: Sequence[int] | int = (1, 2), repeats: i
     variance = np.full((size, size), 900.0, dtype=np.float32)
     template_variance = variance / 9.0
     small = (slice(0, 256), slice(0, 256))
+    # PSF sigmas (pixels) for models with a PSF-matched difference channel (the time includes it).
+    psf_sigmas = {"science_psf_sigma": 2.0, "template_psf_sigma": 1.3}
     runs = []
     version = ""
     for backend in backends:
@@ -490,14 +501,15 @@ def speed(*, size: int = 4096, threads: Sequence[int] | int = (1, 2), repeats: i
                 model = TransiNetModel.from_package(package, tile_size=tile_size, backend=backend)
             else:
                 model = TransiNetModel.default(tile_size=tile_size, backend=backend)
-            model.score_image(template[small], science[small], template_variance[small], variance[small])
+            model.score_image(template[small], science[small], template_variance[small], variance[small],
+                              **psf_sigmas)
             setup = time.perf_counter() - t0
             version = model.version
             load_before = os.getloadavg()[0]
             best = (np.inf, np.inf)
             for _ in range(repeats):
                 w0, c0 = time.perf_counter(), time.process_time()
-                model.score_image(template, science, template_variance, variance)
+                model.score_image(template, science, template_variance, variance, **psf_sigmas)
                 best = min(best, (time.perf_counter() - w0, time.process_time() - c0))
             run = {"backend": backend, "backend_name": model.backend_name, "threads": n,
                    "wall_seconds": best[0], "cpu_seconds": best[1], "setup_seconds": setup,
@@ -535,7 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=1)
     e = sub.add_parser("evaluate", help="Evaluate the three approaches on held-out visits.")
     e.add_argument("--classifier3", required=True, help="3-channel classifier package.")
-    e.add_argument("--classifier1", required=True, help="Difference-only classifier package.")
+    e.add_argument("--classifier1", default=None,
+                   help="Difference-only classifier package (optional: without it classic_rb1 is left out).")
     e.add_argument("--transinet", default=None, help="TransiNet package (default: shipped model).")
     e.add_argument("--size", type=int, default=1024)
     e.add_argument("--n-visits", type=int, default=8)
