@@ -360,7 +360,8 @@ def evaluate(*, classifier3: str, classifier1: str | None = None, transinet: str
     report = {
         "config": {"size": size, "n_visits": n_visits, "sim_seed": sim_seed, "first_visit": first_visit,
                    "match_radius_pix": match_radius, "classifier3": str(classifier3),
-                   "classifier1": str(classifier1) if classifier1 else None, "transinet": transinet or "package default",
+                   "classifier1": str(classifier1) if classifier1 else None,
+                   "transinet": transinet or "package default",
                    "transinet_version": tn.version, "threads": threads},
         "fp_target_per_detector": fp_target,
         "matched_thresholds": matched,

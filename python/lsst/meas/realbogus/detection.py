@@ -308,7 +308,8 @@ def detect_dia_sources(
     ``(x, y)`` and unusable pixels excluded; ``peak_value`` is the image value at the peak pixel (or
     ``psf_flux × max(P)`` if that pixel is unusable); with ``rescale_noise`` the significance and
     ``psf_flux_err`` include the measured `DetectionResult.noise_scale`; ``npix`` is the size of the
-    whole footprint the source belongs to.  ``flag_edge`` is set within one PSF half width of the image border or of
+    whole footprint the source belongs to.
+    ``flag_edge`` is set within one PSF half width of the image border or of
     ``NO_DATA``/``EDGE`` pixels; the other flags when their mask bit (``BAD``, ``SAT``,
     ``NO_DATA`` or non-finite values, ``CR``, ``SUSPECT``) appears within ``flag_radius`` PSF
     sigmas of the peak.

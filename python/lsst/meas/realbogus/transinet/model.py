@@ -271,7 +271,8 @@ class TransiNetModel:
                 science_psf_sigma: float | None = None, template_psf_sigma: float | None = None
                 ) -> np.ndarray:
         if self.needs_psf_sigmas and (science_psf_sigma is None or template_psf_sigma is None):
-            raise ValueError(f"TransiNet model {self.version!r} has input channels {list(self.spec.channels)}, "
+            raise ValueError(f"TransiNet model {self.version!r} has input channels "
+                             f"{list(self.spec.channels)}, "
                              "including a PSF-matched 'difference': pass science_psf_sigma and "
                              "template_psf_sigma (Gaussian-equivalent PSF sigmas in pixels) to score_image "
                              "or detect.")

@@ -1,7 +1,7 @@
 r"""Reproducible TransiNet training and evaluation on simulated visits.
 
 Example (the command of the shipped default model is
-`lsst.meas.realbogus.transinet.model.DEFAULT_MODEL_COMMAND`)::
+``lsst.meas.realbogus.transinet.model.DEFAULT_MODEL_COMMAND``)::
 
     python -m lsst.meas.realbogus.transinet.train_cli --checkpoint-dir /tmp/tn_ckpt \\
         --output transinet.safetensors --report transinet_report.json
@@ -11,12 +11,12 @@ Data (all survey seed ``--sim-seed``, default 0):
 * training: ``--n-train`` visits of ``--size``\ :sup:`2` pixels (visit ids 0, 1, ...) spread over
   ``--n-fields`` sky fields (detectors ``TRAIN_FIRST_DETECTOR`` + 0, 1, ...: the simulated static
   sky depends on the detector); a fraction ``--mix-fraction`` of the fields is simulated with the
-  members of `TRAINING_SURVEY_MIX` (other pixel scale and seeing, shallow templates), the rest with
+  members of ``TRAINING_SURVEY_MIX`` (other pixel scale and seeing, shallow templates), the rest with
   the main `~lsst.meas.realbogus.simulation.SurveyConfig`;
 * validation (early stopping, best epoch): ``--n-val`` visits (ids 1000, 1001, ...) on fields of
   their own (detectors ``VAL_FIRST_DETECTOR`` + 0, 1, ...), with the same survey mix;
 * test (the report, the recommended threshold): ``--n-test`` main-survey visits of
-  ``--test-size``\ :sup:`2` pixels (ids 2000, 2001, ...) on the fields `TEST_DETECTORS`.
+  ``--test-size``\ :sup:`2` pixels (ids 2000, 2001, ...) on the fields ``TEST_DETECTORS``.
 
 Each visit is simulated and prepared (normalised, targets built) one at a time, so memory holds
 only the prepared inputs.  The report gives completeness per truth SNR bin and false positives per
@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser."""
     p = argparse.ArgumentParser(prog="python -m lsst.meas.realbogus.transinet.train_cli",
                                 description="Train and evaluate TransiNet on simulated visits.")
-    p.add_argument("--size", type=int, default=512, help="Simulated training/validation detector size (pixels).")
+    p.add_argument("--size", type=int, default=512,
+                   help="Simulated training/validation detector size (pixels).")
     p.add_argument("--n-train", type=int, default=16, help="Training visits.")
     p.add_argument("--n-fields", type=int, default=4,
                    help="Distinct sky fields (detectors) the training visits are spread over.")
@@ -115,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-snr", type=float, default=3.0, help="Ignore fainter transients in the loss.")
     p.add_argument("--target-core-radius", type=float, default=0.0,
                    help="Flat-top radius (pixels) of the training target blobs.")
-    p.add_argument("--positive-weight", type=float, default=20.0, help="Extra loss weight on transient blobs.")
+    p.add_argument("--positive-weight", type=float, default=20.0,
+                   help="Extra loss weight on transient blobs.")
     p.add_argument("--artifact-weight", type=float, default=5.0, help="Loss weight near artefacts.")
     p.add_argument("--version", default="tn0.1")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads.")

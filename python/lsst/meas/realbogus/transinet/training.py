@@ -476,7 +476,8 @@ def train_transinet(
         xs, ts, ws = _draw_crops(train, config, epoch)
         losses = []
         for b in range(0, len(xs), config.batch_size):
-            batch = torch.from_numpy(xs[b:b + config.batch_size]).contiguous(memory_format=torch.channels_last)
+            batch = torch.from_numpy(xs[b:b + config.batch_size])
+            batch = batch.contiguous(memory_format=torch.channels_last)
             logits = module(batch)
             loss = weighted_loss(logits, torch.from_numpy(ts[b:b + config.batch_size]),
                                  torch.from_numpy(ws[b:b + config.batch_size]), kind=config.loss,
