@@ -76,6 +76,25 @@ def test_butler_free_mode(tmp_path, capsys):
     )
     again = train_default.evaluate_heldout(output, store)
     assert again["auc"] == result["auc"] and again["n"] == result["n"]
+    assert again["per_survey"] == {}
+    # Per-survey breakdown: one "survey" of all visits reproduces the pooled numbers; a split
+    # into two partitions the candidates.
+    visits = result["heldout_visits"]
+    whole = train_default.evaluate_heldout(output, store, surveys=dict.fromkeys(visits, "main"))
+    main = whole["per_survey"]["main"]
+    assert (main["n"], main["n_real"]) == (result["n"], result["n_real"])
+    assert main["auc"] == pytest.approx(result["auc"])
+    assert main["own_threshold_for_purity"] == pytest.approx(main_threshold := whole["heldout_threshold_for_purity"])
+    pooled_completeness = result["completeness_snr_ge_6_at_purity"]
+    assert main["completeness_snr_ge_6_at_own_purity_threshold"] == pytest.approx(pooled_completeness)
+    assert main["completeness_snr_ge_6_at_pooled_purity_threshold"] == pytest.approx(pooled_completeness)
+    assert np.isfinite(main_threshold)
+    split = train_default.evaluate_heldout(
+        output, store, surveys={v: ("a" if i < 2 else "b") for i, v in enumerate(visits)}
+    )["per_survey"]
+    assert set(split) == {"a", "b"}
+    assert split["a"]["n"] + split["b"]["n"] == result["n"]
+    assert split["a"]["n_real"] + split["b"]["n_real"] == result["n_real"]
     scores = load_model(output).score_stamps(store.read(np.arange(len(store))))
     assert np.all((scores[np.isfinite(scores)] >= 0) & (scores[np.isfinite(scores)] <= 1))
 
@@ -137,6 +156,7 @@ def test_defaults_are_module_constants():
     assert args.epochs == train_default.DEFAULT_EPOCHS
     config = train_default.training_config(args)
     assert config.version == train_default.DEFAULT_VERSION and config.target_purity == 0.99
+    assert config.occlusion_probability == train_default.DEFAULT_OCCLUSION > 0
     assert train_default.DEFAULT_SEED != train_default.DEFAULT_HELDOUT_SEED
 
 
@@ -165,3 +185,10 @@ def test_survey_mix_members_have_their_own_sky_fields():
     ):
         assert visits == [spec["first_visit"] + v for v in heldout]
     assert train_default.survey_mix(train_default.build_parser().parse_args(["--no-mix"]), survey) == []
+    # Every held-out visit is named after its survey.
+    names = train_default.heldout_surveys(args, heldout)
+    assert [names[v] for v in heldout] == ["main", "main"]
+    for spec in train_default.DEFAULT_SURVEY_MIX:
+        assert [names[spec["first_visit"] + v] for v in heldout] == [spec["name"]] * 2
+    no_mix = train_default.build_parser().parse_args(["--no-mix"])
+    assert set(train_default.heldout_surveys(no_mix, heldout).values()) == {"main"}

@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_MATCH_RADIUS_ARCSEC",
     "DEFAULT_MIN_SNR",
     "DEFAULT_NORMALIZATION",
+    "DEFAULT_OCCLUSION",
     "DEFAULT_SURVEY_MIX",
     "DEFAULT_PATIENCE",
     "DEFAULT_SEED",
@@ -51,6 +52,7 @@ __all__ = [
     "build_parser",
     "evaluate_heldout",
     "format_metrics_table",
+    "heldout_surveys",
     "main",
     "simulate_to_store",
     "survey_mix",
@@ -120,6 +122,22 @@ DEFAULT_SURVEY_MIX: tuple[dict[str, Any], ...] = (
             "template_depth_range": (2.0, 5.0),
         },
     },
+    {
+        "name": "undersampled",
+        "doc": "0.9 arcsec pixels and 1.2-2.8 arcsec seeing (templates 1.0-1.5 arcsec): PSFs of 1.3-3.1 "
+        "pixels FWHM, undersampled as in ZTF-like wide-field surveys, where point sources, cosmic rays "
+        "and hot pixels look much alike",
+        "first_visit": 3000,
+        "visits": 20,
+        "detectors": 8,
+        "overrides": {
+            "width": 1024,
+            "height": 1024,
+            "pixel_scale": 0.9,
+            "seeing_range": (1.2, 2.8),
+            "template_seeing_range": (1.0, 1.5),
+        },
+    },
 )
 """Extra simulated surveys mixed into the training set, for robustness beyond the main survey's pixel
 scale, seeing and template depth.  Each member has its own detectors (its own sky fields, numbered
@@ -147,6 +165,10 @@ DEFAULT_NORMALIZATION: dict[str, Any] = {
 }
 """Stamp normalisation: every image by its own robust noise, no variance plane needed (so alert
 stamps without variance are scored exactly like pipeline cutouts)."""
+DEFAULT_OCCLUSION = 0.25
+"""Fraction of training stamps given a random block or line of missing pixels away from the centre
+(`lsst.meas.realbogus.stamp_dataset.draw_occlusions`): missing data beside a source should not read
+as an artefact, whatever shape it has in a survey we did not simulate."""
 DEFAULT_EPOCHS = 30
 """Maximum number of epochs (early stopping on the validation loss)."""
 DEFAULT_BATCH_SIZE = 128
@@ -158,7 +180,7 @@ DEFAULT_LR_SCHEDULE = "cosine"
 epochs is much steadier than with a constant rate, so early stopping picks a better model)."""
 DEFAULT_PATIENCE = 10
 """Early-stopping patience in epochs."""
-DEFAULT_VERSION = "sim1.1"
+DEFAULT_VERSION = "sim1.2"
 """Model version (at most 7 characters)."""
 DEFAULT_MATCH_RADIUS_ARCSEC = 0.5
 """Truth match radius defining a real candidate."""
@@ -212,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         patience=DEFAULT_PATIENCE,
         batch_size_help="global training batch size",
         lr_schedule=DEFAULT_LR_SCHEDULE,
+        occlusion_probability=DEFAULT_OCCLUSION,
     )
     p.add_argument("--processes", type=int, default=1, help="simulation worker processes (pipetask -j)")
     add_runtime_arguments(p, model_version=DEFAULT_VERSION)
@@ -276,6 +299,7 @@ def training_config(args: argparse.Namespace) -> Any:
         batch_size=args.batch_size,
         lr=args.lr,
         lr_schedule=args.lr_schedule,
+        occlusion_probability=args.occlusion,
         patience=args.patience,
         seed=args.seed,
         target_purity=DEFAULT_TARGET_PURITY,
@@ -397,6 +421,28 @@ def survey_mix(args: argparse.Namespace, survey: Any, visits: Sequence[int] | No
     return jobs
 
 
+def heldout_surveys(args: argparse.Namespace, heldout_visits: Sequence[int]) -> dict[int, str]:
+    """Return the survey name of every held-out visit (``"main"`` and the mix members' names).
+
+    Parameters
+    ----------
+    args : `argparse.Namespace`
+        Parsed arguments (``no_mix``).
+    heldout_visits : sequence of `int`
+        Held-out visits of the main survey (the members' are offset by their ``first_visit``).
+
+    Returns
+    -------
+    surveys : `dict` [`int`, `str`]
+        Visit id to survey name.
+    """
+    surveys = {int(v): "main" for v in heldout_visits}
+    if not args.no_mix:
+        for member in DEFAULT_SURVEY_MIX:
+            surveys.update({int(member["first_visit"]) + int(v): str(member["name"]) for v in heldout_visits})
+    return surveys
+
+
 def _train_butler_free(args: argparse.Namespace, survey: Any, work: Path) -> tuple[Any, Any, float]:
     from ..stamp_dataset import IndexedStampSource
     from ..training import split_by_group, train_classifier
@@ -456,6 +502,7 @@ def _train_in_butler(args: argparse.Namespace, survey: Any) -> tuple[Any, Any, f
         "normalization": json.dumps(DEFAULT_NORMALIZATION),
         "class_balance": "weight",
         "augment": True,
+        "occlusion_probability": args.occlusion,
     }
     if args.checkpoint_dir:
         settings["checkpoint_dir"] = args.checkpoint_dir
@@ -487,6 +534,7 @@ def evaluate_heldout(
     target_purity: float = DEFAULT_TARGET_PURITY,
     min_snr: float = DEFAULT_MIN_SNR,
     batch_size: int = 4096,
+    surveys: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     """Score held-out candidates with a model package (the inference code path) and summarise.
 
@@ -502,6 +550,9 @@ def evaluate_heldout(
         Truth SNR limit of the headline completeness.
     batch_size : `int`, optional
         Stamps read and scored at a time.
+    surveys : `dict` [`int`, `str`], optional
+        Survey name of every held-out visit (the store's groups); with it the result has a
+        ``per_survey`` breakdown.
 
     Returns
     -------
@@ -509,7 +560,11 @@ def evaluate_heldout(
         ``n``, ``n_real``, ``n_unscorable``, ``auc``, ``ece``, the model threshold with its
         held-out purity and completeness (all and SNR >= ``min_snr``), the held-out threshold for
         ``target_purity`` with its completeness (all and SNR >= ``min_snr``), and the full
-        `~lsst.meas.realbogus.metrics.summarize` output under ``summary``.
+        `~lsst.meas.realbogus.metrics.summarize` output under ``summary``.  ``per_survey`` (with
+        ``surveys``) gives, for each survey: ``n``, ``n_real``, ``auc``, the completeness
+        (SNR >= ``min_snr``) at the pooled threshold for ``target_purity`` and the purity there,
+        the survey's own threshold for ``target_purity`` and the completeness at it, and the
+        completeness and purity at the model threshold.
     """
     from .. import metrics
     from ..scoring import load_model
@@ -523,8 +578,9 @@ def evaluate_heldout(
     labels = np.asarray(store.labels).astype(np.int64)
     snr = np.asarray(store.snr, dtype=np.float64)
     types = np.asarray(store.types).astype(str)
+    groups = np.asarray(store.groups).astype(np.int64)
     ok = np.isfinite(scores)
-    scores, labels, snr, types = scores[ok], labels[ok], snr[ok], types[ok]
+    scores, labels, snr, types, groups = scores[ok], labels[ok], snr[ok], types[ok], groups[ok]
     threshold = float(model.metadata.threshold)
     bright = (labels == 1) & (snr >= min_snr)
 
@@ -536,6 +592,40 @@ def evaluate_heldout(
     summary = metrics.summarize(
         scores, labels, snr=np.nan_to_num(snr), types=types, threshold=threshold, target_purity=target_purity
     )
+    per_survey: dict[str, dict[str, Any]] = {}
+    if surveys is not None:
+        names = np.array([surveys.get(int(g), "unknown") for g in groups])
+        for name in dict.fromkeys(surveys.values()):
+            m = names == name
+            if not m.any():
+                continue
+            lab, sc, sel_b = labels[m], scores[m], bright[m]
+            both = 0 < lab.sum() < lab.size
+            own = metrics.threshold_for_purity(sc, lab, target_purity) if both else None
+            pooled_sel = sc >= choice.threshold
+            model_sel = sc >= threshold
+
+            def comp(thr: float | None, lab_b: np.ndarray = sel_b, sc_: np.ndarray = sc) -> float:
+                return float((sc_[lab_b] >= thr).mean()) if lab_b.any() and thr is not None else float("nan")
+
+            per_survey[name] = {
+                "n": int(m.sum()),
+                "n_real": int(lab.sum()),
+                "auc": float(metrics.roc_auc(sc, lab)) if both else float("nan"),
+                f"completeness_snr_ge_{min_snr:g}_at_pooled_purity_threshold": comp(choice.threshold),
+                "purity_at_pooled_purity_threshold": (
+                    float(lab[pooled_sel].mean()) if pooled_sel.any() else float("nan")
+                ),
+                "own_threshold_for_purity": own.threshold if own else float("nan"),
+                "own_purity_reached": bool(own.reached) if own else False,
+                f"completeness_snr_ge_{min_snr:g}_at_own_purity_threshold": comp(
+                    own.threshold if own else None
+                ),
+                f"completeness_snr_ge_{min_snr:g}_at_model_threshold": comp(threshold),
+                "purity_at_model_threshold": (
+                    float(lab[model_sel].mean()) if model_sel.any() else float("nan")
+                ),
+            }
     return metrics.to_jsonable(
         {
             "n": int(labels.size),
@@ -554,6 +644,7 @@ def evaluate_heldout(
             "completeness_at_purity": choice.completeness,
             "min_snr": min_snr,
             "summary": summary,
+            "per_survey": per_survey,
         }
     )
 
@@ -600,6 +691,16 @@ def format_metrics_table(result: dict[str, Any]) -> str:
             f"{result.get('simulation_and_training_seconds', float('nan')):.1f}",
         ),
     ]
+    for name, row in result.get("per_survey", {}).items():
+        rows.append(
+            (
+                f"  {name}: completeness SNR>={snr} at purity {purity:g} (own threshold "
+                f"{fmt(row['own_threshold_for_purity'])}) / at the pooled threshold (purity "
+                f"{fmt(row['purity_at_pooled_purity_threshold'])}), AUC",
+                f"{fmt(row[f'completeness_snr_ge_{snr}_at_own_purity_threshold'])} / "
+                f"{fmt(row[f'completeness_snr_ge_{snr}_at_pooled_purity_threshold'])}, {fmt(row['auc'])}",
+            )
+        )
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     rule = "-" * max(len(line) for line in lines)
@@ -657,7 +758,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             processes=args.processes,
             extra=survey_mix(args, survey, heldout_visits),
         )
-        result = evaluate_heldout(output, heldout)
+        result = evaluate_heldout(output, heldout, surveys=heldout_surveys(args, heldout_visits))
         del heldout
     result.update(
         {
