@@ -19,7 +19,8 @@ def test_default_model_finds_bright_transients() -> None:
     visit = simulate_visit(dataclasses.replace(SurveyConfig(), width=512, height=512), 2000, 10, seed=0)
     mask = visit.science.mask | visit.template.mask
     score = model.score_image(visit.template.image, visit.science.image, visit.template.variance,
-                              visit.science.variance, mask)
+                              visit.science.variance, mask, science_psf_sigma=visit.science_psf_sigma,
+                              template_psf_sigma=visit.template_psf_sigma)
     assert score.shape == visit.science.image.shape and np.isfinite(score).all()
     det = model.detect(visit.template.image, visit.science.image, visit.template.variance,
                        visit.science.variance, mask, threshold=0.5, wcs=visit.wcs, score=score,

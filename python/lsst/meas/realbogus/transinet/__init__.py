@@ -29,7 +29,10 @@ Example::
     from lsst.meas.realbogus.transinet.model import TransiNetModel
 
     model = TransiNetModel.default()
-    score = model.score_image(template, science, template_variance, science_variance, mask)
+    # The default model has a PSF-matched difference channel: pass the Gaussian-equivalent
+    # PSF sigmas (pixels) of both images.
+    score = model.score_image(template, science, template_variance, science_variance, mask,
+                              science_psf_sigma=s_sci, template_psf_sigma=s_tmpl)
     sources = model.detect(template, science, template_variance, science_variance, mask,
                            score=score, wcs=wcs, science_psf_sigma=s_sci, template_psf_sigma=s_tmpl)
 """
