@@ -584,47 +584,46 @@ def evaluate_heldout(
     threshold = float(model.metadata.threshold)
     bright = (labels == 1) & (snr >= min_snr)
 
-    def completeness(mask: np.ndarray, thr: float) -> float:
-        return float((scores[mask] >= thr).mean()) if mask.any() else float("nan")
+    def completeness(mask: np.ndarray, thr: float | None) -> float:
+        if thr is None or not mask.any():
+            return float("nan")
+        return float((scores[mask] >= thr).mean())
 
-    selected = scores >= threshold
+    def purity(mask: np.ndarray, thr: float) -> float:
+        kept = mask & (scores >= thr)
+        return float(labels[kept].mean()) if kept.any() else float("nan")
+
+    everything = np.ones(labels.size, dtype=bool)
     choice = metrics.threshold_for_purity(scores, labels, target_purity)
     summary = metrics.summarize(
         scores, labels, snr=np.nan_to_num(snr), types=types, threshold=threshold, target_purity=target_purity
     )
     per_survey: dict[str, dict[str, Any]] = {}
     if surveys is not None:
-        names = np.array([surveys.get(int(g), "unknown") for g in groups])
+        unique_groups, inverse = np.unique(groups, return_inverse=True)
+        names = np.array([surveys.get(int(g), "unknown") for g in unique_groups])[inverse]
         for name in dict.fromkeys(surveys.values()):
             m = names == name
             if not m.any():
                 continue
-            lab, sc, sel_b = labels[m], scores[m], bright[m]
+            lab, sc = labels[m], scores[m]
             both = 0 < lab.sum() < lab.size
             own = metrics.threshold_for_purity(sc, lab, target_purity) if both else None
-            pooled_sel = sc >= choice.threshold
-            model_sel = sc >= threshold
-
-            def comp(thr: float | None, lab_b: np.ndarray = sel_b, sc_: np.ndarray = sc) -> float:
-                return float((sc_[lab_b] >= thr).mean()) if lab_b.any() and thr is not None else float("nan")
-
             per_survey[name] = {
                 "n": int(m.sum()),
                 "n_real": int(lab.sum()),
                 "auc": float(metrics.roc_auc(sc, lab)) if both else float("nan"),
-                f"completeness_snr_ge_{min_snr:g}_at_pooled_purity_threshold": comp(choice.threshold),
-                "purity_at_pooled_purity_threshold": (
-                    float(lab[pooled_sel].mean()) if pooled_sel.any() else float("nan")
+                f"completeness_snr_ge_{min_snr:g}_at_pooled_purity_threshold": completeness(
+                    bright & m, choice.threshold
                 ),
+                "purity_at_pooled_purity_threshold": purity(m, choice.threshold),
                 "own_threshold_for_purity": own.threshold if own else float("nan"),
                 "own_purity_reached": bool(own.reached) if own else False,
-                f"completeness_snr_ge_{min_snr:g}_at_own_purity_threshold": comp(
-                    own.threshold if own else None
+                f"completeness_snr_ge_{min_snr:g}_at_own_purity_threshold": completeness(
+                    bright & m, own.threshold if own else None
                 ),
-                f"completeness_snr_ge_{min_snr:g}_at_model_threshold": comp(threshold),
-                "purity_at_model_threshold": (
-                    float(lab[model_sel].mean()) if model_sel.any() else float("nan")
-                ),
+                f"completeness_snr_ge_{min_snr:g}_at_model_threshold": completeness(bright & m, threshold),
+                "purity_at_model_threshold": purity(m, threshold),
             }
     return metrics.to_jsonable(
         {
@@ -634,7 +633,7 @@ def evaluate_heldout(
             "auc": summary["auc"],
             "ece": summary.get("ece"),
             "model_threshold": threshold,
-            "purity_at_model_threshold": float(labels[selected].mean()) if selected.any() else float("nan"),
+            "purity_at_model_threshold": purity(everything, threshold),
             "completeness_at_model_threshold": completeness(labels == 1, threshold),
             f"completeness_snr_ge_{min_snr:g}_at_model_threshold": completeness(bright, threshold),
             "heldout_threshold_for_purity": choice.threshold,

@@ -61,7 +61,7 @@ TRAINING_SURVEY_MIX: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 """Survey variants mixed into training (``SurveyConfig`` overrides, the detector size aside): 0.5″
 pixels with 1.0–2.4″ seeing (PSFs of 2–5 pixels FWHM), and shallow templates (2–5x the science
-depth) with 0.6–2.0″ seeing.  They are the members of the classifier's default survey mix
+depth) with 0.6–2.0″ seeing.  They are the first two members of the classifier's default survey mix
 (``lsst.meas.realbogus.cli.train_default.DEFAULT_SURVEY_MIX``), pinned here so that the default
 TransiNet stays reproducible."""
 
