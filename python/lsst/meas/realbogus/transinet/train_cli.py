@@ -78,6 +78,17 @@ def _threshold_arg(value: str) -> float | str:
     return threshold
 
 
+def _type_weight_arg(value: str) -> tuple[str, float]:
+    name, sep, weight = value.partition("=")
+    try:
+        number = float(weight)
+    except ValueError:
+        number = float("nan")
+    if not sep or not name or not (np.isfinite(number) and number >= 0):
+        raise argparse.ArgumentTypeError(f"expected TYPE=WEIGHT with a weight >= 0; got {value!r}")
+    return name, number
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser."""
     p = argparse.ArgumentParser(prog="python -m lsst.meas.realbogus.transinet.train_cli",
@@ -101,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--difference-noise", choices=("mad", "variance"), default="mad",
                    help="Scale of the 'difference' channel: its robust scatter, or per-pixel noise from "
                    "the variance planes.")
+    p.add_argument("--difference-kernel", choices=("gaussian", "fitted"), default="gaussian",
+                   help="Matching kernel of the 'difference' channel: a fixed Gaussian from the PSF sigmas, "
+                   "or a spatially constant kernel fitted on template stars.")
     p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--patience", type=int, default=6)
     p.add_argument("--crops-per-epoch", type=int, default=256)
@@ -108,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-size", type=int, default=128)
     p.add_argument("--positive-fraction", type=float, default=0.5,
                    help="Fraction of crops centred near a transient.")
+    p.add_argument("--positive-type-weights", nargs="*", type=_type_weight_arg, default=[],
+                   metavar="TYPE=WEIGHT",
+                   help="Relative probability by truth type of a transient centring a positive crop "
+                   "(e.g. variable_brighten=4 variable_fade=4; unlisted types weigh 1).")
     p.add_argument("--base-width", type=int, default=8)
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--learning-rate", type=float, default=3e-3)
@@ -247,9 +265,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     torch.set_num_threads(args.threads)
     config = TransiNetTrainingConfig(
         base_width=args.base_width, depth=args.depth, channels=tuple(args.channels),
-        difference_noise=args.difference_noise, crop_size=args.crop_size,
+        difference_noise=args.difference_noise, difference_kernel=args.difference_kernel,
+        crop_size=args.crop_size,
         crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size,
-        positive_fraction=args.positive_fraction, max_epochs=args.epochs,
+        positive_fraction=args.positive_fraction, positive_type_weights=dict(args.positive_type_weights),
+        max_epochs=args.epochs,
         patience=args.patience, learning_rate=args.learning_rate,
         lr_schedule=args.lr_schedule, min_snr=args.min_snr, seed=args.seed,
         target_core_radius=args.target_core_radius, positive_weight=args.positive_weight,

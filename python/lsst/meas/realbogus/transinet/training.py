@@ -61,12 +61,21 @@ class TransiNetTrainingConfig:
     difference_noise : `str`
         Scale of the ``"difference"`` channel, ``"mad"`` or ``"variance"``
         (see `NormalizationSpec`).
+    difference_kernel : `str`
+        Matching kernel of the ``"difference"`` channel, ``"gaussian"`` or
+        ``"fitted"`` (see `NormalizationSpec`).
     crop_size : `int`
         Side of the square training crops (multiple of ``2**depth``).
     crops_per_epoch, batch_size : `int`
         Crops drawn per epoch and per optimiser step.
     positive_fraction : `float`
         Fraction of crops centred (with jitter) on a random transient.
+    positive_type_weights : `dict` [`str`, `float`]
+        Relative probability, by truth ``type``, that a transient is the centre
+        of a positive crop (types not listed weigh 1; empty: every transient of
+        the drawn image equally likely, as when all its weights are 0).  Up-weighting under-represented hard
+        positives, e.g. ``{"variable_brighten": 4, "variable_fade": 4}``, shows
+        them more often without changing the per-pixel loss.
     max_epochs, patience : `int`
         Epoch limit and early-stopping patience (epochs without a better
         validation loss).
@@ -101,10 +110,12 @@ class TransiNetTrainingConfig:
     channels: tuple[str, ...] = ("template", "science", "valid")
     asinh_softening: float = 3.0
     difference_noise: str = "mad"
+    difference_kernel: str = "gaussian"
     crop_size: int = 128
     crops_per_epoch: int = 64
     batch_size: int = 8
     positive_fraction: float = 0.5
+    positive_type_weights: dict[str, float] = dataclasses.field(default_factory=dict)
     max_epochs: int = 20
     patience: int = 5
     learning_rate: float = 3e-3
@@ -133,6 +144,10 @@ class TransiNetTrainingConfig:
             raise ValueError(f"patience must be >= 0; got {self.patience}.")
         if not 0 <= self.positive_fraction <= 1:
             raise ValueError(f"positive_fraction must be in [0, 1]; got {self.positive_fraction}.")
+        for name, value in self.positive_type_weights.items():
+            if not (isinstance(name, str) and np.isfinite(value) and value >= 0):
+                raise ValueError(f"positive_type_weights must map type names to finite weights >= 0; "
+                                 f"got {name!r}: {value!r}.")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine'; got {self.lr_schedule!r}.")
         if self.loss not in ("focal", "bce"):
@@ -154,7 +169,8 @@ class TransiNetTrainingConfig:
     def spec(self) -> NormalizationSpec:
         """Return the input normalisation spec."""
         return NormalizationSpec(channels=tuple(self.channels), asinh_softening=self.asinh_softening,
-                                 difference_noise=self.difference_noise)
+                                 difference_noise=self.difference_noise,
+                                 difference_kernel=self.difference_kernel)
 
     def architecture_kwargs(self) -> dict[str, int]:
         """Keyword arguments of ``build_architecture("transinet_unet", ...)``."""
@@ -164,6 +180,7 @@ class TransiNetTrainingConfig:
         """Return a JSON-serialisable copy."""
         out = dataclasses.asdict(self)
         out["channels"] = list(self.channels)
+        out["positive_type_weights"] = {str(k): float(v) for k, v in self.positive_type_weights.items()}
         return out
 
 
@@ -175,6 +192,7 @@ class PreparedExample:
     target: np.ndarray
     weight: np.ndarray
     positives: np.ndarray
+    positive_types: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -300,7 +318,17 @@ def prepare_example(visit: Any, config: TransiNetTrainingConfig) -> PreparedExam
     truth = visit.truth
     is_tr = np.asarray(truth["category"]).astype(str) == "transient"
     positives = np.column_stack([np.asarray(truth["x"], float)[is_tr], np.asarray(truth["y"], float)[is_tr]])
-    return PreparedExample(inputs, targets.target, targets.weight, positives.reshape(-1, 2))
+    types = (np.asarray(truth["type"]).astype(str)[is_tr] if "type" in truth.colnames
+             else np.full(int(is_tr.sum()), "", dtype=str))
+    return PreparedExample(inputs, targets.target, targets.weight, positives.reshape(-1, 2), types)
+
+
+def _positive_probabilities(example: PreparedExample, type_weights: dict[str, float]) -> np.ndarray | None:
+    """Return the probabilities of ``example``'s transients to centre a crop (`None`: uniform)."""
+    if not type_weights or example.positive_types is None:
+        return None
+    w = np.array([type_weights.get(str(t), 1.0) for t in example.positive_types], dtype=float)
+    return w / w.sum() if w.sum() > 0 else None
 
 
 def _draw_crops(
@@ -317,7 +345,10 @@ def _draw_crops(
         ex = examples[int(rng.choice(len(examples), p=areas / areas.sum()))]
         height, width = ex.target.shape
         if rng.uniform() < config.positive_fraction and len(ex.positives):
-            cx, cy = ex.positives[int(rng.integers(len(ex.positives)))]
+            prob = _positive_probabilities(ex, config.positive_type_weights)
+            pick = (int(rng.integers(len(ex.positives))) if prob is None
+                    else int(rng.choice(len(ex.positives), p=prob)))
+            cx, cy = ex.positives[pick]
             y0 = int(round(cy)) - size // 2 + int(rng.integers(-size // 3, size // 3 + 1))
             x0 = int(round(cx)) - size // 2 + int(rng.integers(-size // 3, size // 3 + 1))
         else:
