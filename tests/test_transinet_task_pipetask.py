@@ -40,12 +40,13 @@ def test_both_paths_pipeline_has_both_paths_on_the_same_inputs():
 
 
 def test_transinet_pipeline_alone():
-    """TransiNet.yaml holds only transiNetDetect with the packaged model and one thread."""
+    """TransiNet.yaml holds only transiNetDetect with the packaged model, one thread, a 5-sigma flux cut."""
     pipeline = Pipeline.from_uri(str(PIPELINES / "TransiNet.yaml"))
     assert set(pipeline.task_labels) == {"transiNetDetect"}
     config = pipeline.to_graph().tasks["transiNetDetect"].config
     assert config.modelSource == "package"
     assert config.numThreads == 1
+    assert config.minFluxSnr == 5.0
 
 
 @pytest.mark.slow

@@ -88,6 +88,7 @@ def test_connections_follow_config():
     [
         ({"modelSource": "file"}, "needs modelPath"),
         ({"modelSource": "package", "modelPath": "x.safetensors"}, "only used with modelSource='file'"),
+        ({"minFluxSnr": 5.0, "measureFlux": False}, "minFluxSnr needs measureFlux"),
     ],
 )
 def test_config_validation(overrides, match):
@@ -150,6 +151,25 @@ def test_run_quantum_package_model(repo):
         ix, iy = np.rint(catalog["x"]).astype(int), np.rint(catalog["y"]).astype(int)
         np.testing.assert_allclose(catalog["peak_score"], array[iy, ix], atol=1e-5)
         assert np.isfinite(catalog["ra"]).all() and np.isfinite(catalog["dec"]).all()
+
+def test_min_flux_snr_cut(repo):
+    """minFluxSnr keeps exactly the detections with |snr| >= the cut (and unmeasured ones)."""
+    butler = _butler(repo)
+    science = butler.get("preliminary_visit_image", DATA_ID)
+    template = butler.get("template_detector", DATA_ID)
+    model = TransiNetModel.default()
+    everything = TransiNetDetectTask(config=TransiNetDetectConfig(threshold=0.05, writeScoreImage=False)).run(
+        science=science, template=template, model=model).diaSources
+    snr = np.abs(np.asarray(everything["snr"]))
+    cut_value = 50.0  # the tiny repo's peaks are bright: a high cut so that some are dropped
+    assert (snr >= cut_value).sum() > 0 and (snr < cut_value).sum() > 0
+    config = TransiNetDetectConfig(threshold=0.05, writeScoreImage=False, minFluxSnr=cut_value)
+    config.validate()
+    cut = TransiNetDetectTask(config=config).run(science=science, template=template, model=model).diaSources
+    expected = everything[~(snr < cut_value)]
+    np.testing.assert_array_equal(cut["x"], expected["x"])
+    assert cut.meta["min_flux_snr"] == cut_value and cut.colnames == everything.colnames
+
 
 def test_run_quantum_butler_model_cached(repo):
     """A transinet_model dataset is used and its network cached by dataset id."""

@@ -182,6 +182,15 @@ class TransiNetDetectConfig(PipelineTaskConfig, pipelineConnections=TransiNetDet
         "flux, flux_err and snr are NaN.",
         default=True,
     )
+    minFluxSnr = Field[float](
+        doc="If set, keep only detections whose flux estimate is this significant, "
+        "|flux / flux_err| >= minFluxSnr (5 mirrors the classic 5-sigma detection and removes noise "
+        "peaks; see doc/transinet.rst); detections whose flux could not be measured (NaN) are kept. "
+        "Needs measureFlux.  None keeps every peak above threshold.",
+        default=None,
+        optional=True,
+        check=lambda v: v >= 0.0,
+    )
     writeScoreImage = Field[bool](
         doc="Write the score image (transinet_score_image).",
         default=True,
@@ -199,10 +208,13 @@ class TransiNetDetectConfig(PipelineTaskConfig, pipelineConnections=TransiNetDet
         ------
         ValueError
             Raised if ``modelSource`` is 'file' without ``modelPath``, or ``modelPath`` is set
-            for another source.
+            for another source, or ``minFluxSnr`` is set without ``measureFlux``.
         """
         super().validate()
         validate_model_source(self, "TransiNetDetectConfig")
+        if self.minFluxSnr is not None and not self.measureFlux:
+            raise ValueError("TransiNetDetectConfig.minFluxSnr needs measureFlux=True (the cut is on the "
+                             "flux estimate).")
 
 
 # -- model cache ------------------------------------------------------------------------------
@@ -421,6 +433,13 @@ class TransiNetDetectTask(PipelineTask):
             template_psf_sigma=tmpl.psf_sigma if measure else None,
         )
         catalog = make_transinet_catalog(peaks, int(visit), int(detector), model.version)
+        if self.config.minFluxSnr is not None:
+            snr = np.asarray(catalog["snr"], dtype=np.float64)
+            keep = ~(np.abs(snr) < self.config.minFluxSnr)  # NaN (unmeasured) is kept
+            self.log.info("Keeping %d of %d detection(s) with |flux / flux_err| >= %g (or no flux).",
+                          int(keep.sum()), len(catalog), self.config.minFluxSnr)
+            catalog = catalog[keep]
+            catalog.meta["min_flux_snr"] = float(self.config.minFluxSnr)
         catalog.meta["threshold"] = float(threshold)
         self.log.info("TransiNet %r found %d transient(s) at score >= %.3f (%d flagged edge, %d near NaN).",
                       model.version, len(catalog), threshold, int(catalog["flag_edge"].sum()),
