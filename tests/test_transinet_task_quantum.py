@@ -153,7 +153,7 @@ def test_run_quantum_package_model(repo):
         assert np.isfinite(catalog["ra"]).all() and np.isfinite(catalog["dec"]).all()
 
 def test_min_flux_snr_cut(repo):
-    """minFluxSnr keeps exactly the detections with |snr| >= the cut (and unmeasured ones)."""
+    """The minFluxSnr cut keeps exactly the detections with |snr| >= the cut (and unmeasured ones)."""
     butler = _butler(repo)
     science = butler.get("preliminary_visit_image", DATA_ID)
     template = butler.get("template_detector", DATA_ID)
