@@ -305,10 +305,11 @@ def make_transinet_catalog(peaks: Table, visit: int, detector: int, version: str
 class TransiNetDetectTask(PipelineTask):
     """Localise transients on a (template, science) pair with TransiNet, without differencing.
 
-    The network sees the template and the science image (normalised together, no PSF matching;
-    models may also declare a fixed Gaussian-PSF-matched difference channel, computed from the
-    images' own PSF sigmas, see `lsst.meas.realbogus.transinet.normalization`) and returns a
-    per-pixel score; detections are its local maxima above ``config.threshold``
+    The network sees the template and the science image (normalised together) and, if the model
+    declares one, a PSF-matched difference channel computed from the images and their own PSF
+    sigmas (a fixed Gaussian kernel or one spatially constant kernel fitted on template stars;
+    see `lsst.meas.realbogus.transinet.normalization`), and returns a per-pixel score: no
+    detection step; detections are its local maxima above ``config.threshold``
     at least ``config.minSeparation`` pixels apart, with sub-pixel positions, sky coordinates
     and an (approximate) flux.  NaN and ``NO_DATA`` pixels get score 0 and never make
     detections; peaks near them are flagged ``flag_nan``.

@@ -4,7 +4,8 @@ The network sees a stack of channels built from one (template, science) pair:
 
 * ``"template"`` and ``"science"``: each image minus its own median, divided by one
   common noise sigma (estimated from the science image), then asinh-stretched;
-* optional ``"difference"``: a Gaussian-PSF-matched difference (see below);
+* optional ``"difference"``: a PSF-matched difference, with a fixed Gaussian or a
+  fitted kernel (see below);
 * optional ``"variance_template"`` / ``"variance_science"``: ``sqrt(variance) / sigma``;
 * ``"valid"``: 1 where every input is finite and not ``NO_DATA``, else 0.
 
@@ -17,8 +18,9 @@ flux unit (nJy, counts, ...).
 
 The ``"difference"`` channel gives the network a direct flux comparison between
 the epochs, which the separately stretched, not PSF-matched template and science
-channels make nearly impossible (e.g. for a variable star).  It is a *fixed*
-operation, with no fitted kernel and no detection, computed from the images and
+channels make nearly impossible (e.g. for a variable star).  By default
+(``difference_kernel="gaussian"``) it is a *fixed* operation, with no fitted
+kernel and no detection, computed from the images and
 the Gaussian-equivalent sigmas of their own PSF models: both images minus their
 medians, invalid pixels set to 0 (the median), the sharper of the two convolved
 with a Gaussian of sigma ``sqrt(|sigma_sci**2 - sigma_tmpl**2|)`` (zero padding

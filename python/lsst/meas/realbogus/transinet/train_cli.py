@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="Training seed.")
     p.add_argument("--channels", nargs="+", default=["template", "science", "valid"],
                    help="Network input channels (see transinet.normalization.KNOWN_CHANNELS); "
-                   "'difference' adds the Gaussian-PSF-matched difference.")
+                   "'difference' adds the PSF-matched difference (see --difference-kernel).")
     p.add_argument("--difference-noise", choices=("mad", "variance"), default="mad",
                    help="Scale of the 'difference' channel: its robust scatter, or per-pixel noise from "
                    "the variance planes.")
