@@ -30,9 +30,11 @@ DEFAULT_MODEL_FILE = "transinet_default.safetensors"
 DEFAULT_MODEL_COMMAND = (
     "python -m lsst.meas.realbogus.transinet.train_cli --checkpoint-dir /tmp/tn_ckpt "
     "--n-train 400 --n-fields 200 --mix-fraction 0.33 --n-val 8 --n-test 12 --test-size 1024 "
-    "--channels template science difference valid --difference-noise variance --base-width 12 "
+    "--channels template science difference valid --difference-noise variance "
+    "--difference-kernel fitted --base-width 12 "
     "--epochs 45 --patience 45 --crops-per-epoch 1024 --lr-schedule cosine --target-core-radius 1.0 "
-    "--artifact-weight 10 --min-snr 5 --version tn0.5 --threads 1 --threshold matched "
+    "--artifact-weight 10 --min-snr 5 --positive-type-weights variable_brighten=4 variable_fade=4 "
+    "--version tn0.6 --threads 1 --threshold matched "
     "--output python/lsst/meas/realbogus/data/transinet_default.safetensors --report transinet_report.json"
 )
 """Command that reproduces the default model (resumable: re-run with the same checkpoint directory)."""
