@@ -293,6 +293,19 @@ def _check_psf_sigma(name: str, value: Any) -> float:
     return sigma
 
 
+def _centred(image: np.ndarray, valid: np.ndarray, median: float) -> np.ndarray:
+    """Return ``float32`` ``image - median`` with invalid pixels set to 0 (the median)."""
+    return np.where(valid, np.asarray(image, dtype=np.float32) - np.float32(median), np.float32(0))
+
+
+def _filled_variance(variance: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Return ``float32`` ``variance`` with invalid and non-finite pixels set to its valid median."""
+    var = np.asarray(variance, dtype=np.float32)
+    good = valid & np.isfinite(var)
+    fill = np.float32(np.median(var[good])) if good.any() else np.float32(1.0)
+    return np.where(good, var, fill)
+
+
 def matched_difference(
     template: np.ndarray,
     science: np.ndarray,
@@ -344,9 +357,8 @@ def matched_difference(
     """
     sigma_sci = _check_psf_sigma("science_psf_sigma", science_psf_sigma)
     sigma_tmpl = _check_psf_sigma("template_psf_sigma", template_psf_sigma)
-    sci = np.where(valid, np.asarray(science, dtype=np.float32) - np.float32(science_median), np.float32(0))
-    tmpl = np.where(valid, np.asarray(template, dtype=np.float32) - np.float32(template_median),
-                    np.float32(0))
+    sci = _centred(science, valid, science_median)
+    tmpl = _centred(template, valid, template_median)
     kernel_sigma = float(np.sqrt(abs(sigma_sci**2 - sigma_tmpl**2)))
     blur = kernel_sigma > 1e-3
     blur_science = blur and sigma_sci < sigma_tmpl
@@ -361,10 +373,7 @@ def matched_difference(
         return diff
     variances = []
     for var, blurred in ((science_variance, blur_science), (template_variance, blur and not blur_science)):
-        var = np.asarray(var, dtype=np.float32)
-        good = valid & np.isfinite(var)
-        fill = np.float32(np.median(var[good])) if good.any() else np.float32(1.0)
-        var = np.where(good, var, fill)
+        var = _filled_variance(var, valid)
         if blurred:
             # Squared Gaussian kernel = sum(K**2) x the unit-sum Gaussian of sigma / sqrt(2) (same radius).
             radius = int(4.0 * kernel_sigma + 0.5)
@@ -441,16 +450,10 @@ def fitted_difference(
 
     sigma_sci = _check_psf_sigma("science_psf_sigma", science_psf_sigma)
     sigma_tmpl = _check_psf_sigma("template_psf_sigma", template_psf_sigma)
-    zero = np.float32(0)
-    sci = np.where(valid, np.asarray(science, dtype=np.float32) - np.float32(science_median), zero)
-    tmpl = np.where(valid, np.asarray(template, dtype=np.float32) - np.float32(template_median), zero)
-    variances = []
-    for var in (science_variance, template_variance):
-        var = np.asarray(var, dtype=np.float32)
-        good = valid & np.isfinite(var)
-        fill = np.float32(np.median(var[good])) if good.any() else np.float32(1.0)
-        variances.append(np.where(good, var, fill))
-    sci_var, tmpl_var = variances
+    sci = _centred(science, valid, science_median)
+    tmpl = _centred(template, valid, template_median)
+    sci_var = _filled_variance(science_variance, valid)
+    tmpl_var = _filled_variance(template_variance, valid)
 
     height, width = valid.shape
     y0, x0 = max((height - fit_size) // 2, 0), max((width - fit_size) // 2, 0)
