@@ -44,6 +44,13 @@ This writes ``<prefix>.json`` (all numbers), ``<prefix>.md`` and ``<prefix>.csv`
 false positives per detector versus completeness).  Everything runs on one CPU
 thread by default (``--threads``).
 
+TransiNet models against the 3-channel path on the shifted surveys of ``bench_robustness.py``
+(other PSF model, seeing, noise, depth, misregistration, pixel scale, star density)::
+
+    python bench/compare_approaches.py shifted \
+        --classifier3 python/lsst/meas/realbogus/data/default_model.safetensors \
+        --transinet python/lsst/meas/realbogus/data/transinet_default.safetensors old.safetensors
+
 Speed of TransiNet on one 4k x 4k detector (wall and process CPU time for 1 and 2 threads,
 on ONNX Runtime; add ``--backend onnx torch`` to compare with eager PyTorch)::
 
@@ -52,7 +59,7 @@ on ONNX Runtime; add ``--backend onnx torch`` to compare with eager PyTorch)::
 
 from __future__ import annotations
 
-__all__ = ["build_parser", "main", "train_classic", "evaluate", "speed"]
+__all__ = ["build_parser", "main", "train_classic", "evaluate", "shifted", "speed"]
 
 import argparse
 import dataclasses
@@ -539,6 +546,104 @@ def speed(*, size: int = 4096, threads: Sequence[int] | int = (1, 2), repeats: i
     return result
 
 
+def shifted(*, classifier3: str, transinet: Sequence[str] = (), n_visits: int = 6, size: int = 1024,
+            fp_budgets: Sequence[float] = (1.0,), match_radius: float = 2.5, threads: int = 1,
+            json_path: str | Path | None = None) -> dict[str, Any]:
+    """Compare TransiNet models with the 3-channel path on the shifted surveys of ``bench_robustness``.
+
+    Every variant of ``bench_robustness.VARIANTS`` (other PSF model, seeing, noise, depth,
+    misregistration, pixel scale, star density; its seed, visits and sky fields, never used for
+    training) is simulated on ``n_visits`` detectors of ``size`` x ``size`` pixels; each method's
+    completeness for ``|SNR| >= 6`` is measured at the 3-channel classifier's false positives
+    per detector at its recommended threshold and at each of ``fp_budgets``.
+
+    Parameters
+    ----------
+    classifier3 : `str`
+        3-channel classifier package.
+    transinet : sequence of `str`
+        TransiNet packages (empty: the shipped model).
+    n_visits, size : `int`
+        Visits per variant and detector side.
+    fp_budgets : sequence of `float`
+        Further false positives per detector to compare at.
+    match_radius : `float`
+        Truth match radius in pixels.
+    threads : `int`
+        torch threads.
+    json_path : path-like, optional
+        Write the result here.
+
+    Returns
+    -------
+    result : `dict`
+        Per variant: ``n_snr_ge_6``, ``rb3_fp_per_detector`` and ``points``, one per operating
+        point (``operating_point``, ``fp_per_detector``), with the completeness of
+        ``classic_rb3`` and of ``transinet`` / ``transinet_snr5`` for every model.
+    """
+    import sys
+
+    import torch
+    from lsst.meas.realbogus.model_package import read_model_package
+    from lsst.meas.realbogus.scoring import load_model
+    from lsst.meas.realbogus.simulation import SurveyConfig, simulate_visit
+    from lsst.meas.realbogus.transinet.model import TransiNetModel
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_robustness
+
+    torch.set_num_threads(threads)
+    rb3 = {"classic_rb3": load_model(classifier3)}
+    models = {}
+    for path in transinet or [None]:
+        model = (TransiNetModel.default() if path is None
+                 else TransiNetModel.from_package(read_model_package(Path(path).read_bytes())))
+        models[model.version if model.version not in models else str(path)] = model
+    out: dict[str, Any] = {"n_visits": n_visits, "size": size, "models": list(models), "variants": {}}
+    timings = {k: 0.0 for k in ("classic_diffim_detect", "classic_rb3_score", "transinet")}
+    for k, (name, overrides) in enumerate(bench_robustness.VARIANTS.items()):
+        survey = dataclasses.replace(SurveyConfig(), width=size, height=size, **overrides)
+        results: dict[str, list[_VisitResult]] = {v: [] for v in models}
+        for i in range(n_visits):
+            sim = simulate_visit(survey, bench_robustness.FIRST_VISIT + 1000 * k + i,
+                                 bench_robustness.FIRST_DETECTOR + i, seed=bench_robustness.SEED)
+            classic = None
+            for version, model in models.items():
+                r = _process_visit(sim, rb3 if classic is None else {}, model, match_radius, timings)
+                classic = classic or r.candidates["classic_rb3"]
+                r.candidates["classic_rb3"] = classic
+                results[version].append(r)
+        first = next(iter(results.values()))
+        rec = _summary(first, "classic_rb3", rb3["classic_rb3"].threshold, match_radius)
+        row: dict[str, Any] = {"n_snr_ge_6": rec["n_snr_ge_6"], "rb3_fp_per_detector": rec["fp_per_detector"],
+                               "points": []}
+        budgets = [("classic_rb3 threshold", rec["fp_per_detector"])] + [(f"{b:g} FP", b) for b in fp_budgets]
+        for label, budget in budgets:
+            rb3_thr = (rb3["classic_rb3"].threshold if label == "classic_rb3 threshold"
+                       else _matched_threshold(first, "classic_rb3", budget, match_radius))
+            rb3_summary = _summary(first, "classic_rb3", rb3_thr, match_radius)
+            point = {"operating_point": label, "fp_per_detector": budget,
+                     "classic_rb3": rb3_summary["completeness_snr_ge_6"]}
+            for version in models:
+                for method in ("transinet", "transinet_snr5"):
+                    thr = _matched_threshold(results[version], method, budget, match_radius)
+                    point[f"{version} {method}"] = _summary(results[version], method, thr,
+                                                            match_radius)["completeness_snr_ge_6"]
+            row["points"].append(point)
+        out["variants"][name] = row
+        _LOG.info("%s: %s", name, json.dumps(row))
+    columns = ["classic_rb3"] + [f"{v} {m}" for v in models for m in ("transinet", "transinet_snr5")]
+    print(f"Completeness |SNR| >= 6 at matched FP per detector ({n_visits} visits of {size}^2 per variant)")
+    print(f"{'variant':<26} {'n':>4} {'FP/det':>7} " + " ".join(f"{c:>22}" for c in columns))
+    for name, row in out["variants"].items():
+        for point in row["points"]:
+            print(f"{name:<26} {row['n_snr_ge_6']:>4} {point['fp_per_detector']:>7.3f} "
+                  + " ".join(f"{point[c]:>22.3f}" for c in columns))
+    if json_path:
+        Path(json_path).write_text(json.dumps(out, indent=1))
+    return out
+
+
 # -- command line --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -568,6 +673,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output-dir", default=".")
     e.add_argument("--prefix", default="transinet_compare")
     e.add_argument("--threads", type=int, default=1)
+    sh = sub.add_parser("shifted", help="TransiNet models against the 3-channel path on shifted surveys.")
+    sh.add_argument("--classifier3", required=True, help="3-channel classifier package.")
+    sh.add_argument("--transinet", nargs="*", default=[], help="TransiNet packages (default: shipped model).")
+    sh.add_argument("--n-visits", type=int, default=6)
+    sh.add_argument("--size", type=int, default=1024)
+    sh.add_argument("--fp-budgets", type=float, nargs="*", default=[1.0],
+                    help="Further false positives per detector to compare at.")
+    sh.add_argument("--threads", type=int, default=1)
+    sh.add_argument("--json", default=None, help="Write the result here.")
     sp = sub.add_parser("speed", help="Time TransiNet score_image on one 4k x 4k detector.")
     sp.add_argument("--size", type=int, default=4096)
     sp.add_argument("--threads", type=int, nargs="+", default=[1, 2],
@@ -590,6 +704,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        tile_size=args.tile_size, backends=args.backend)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=1))
+    elif args.command == "shifted":
+        shifted(classifier3=args.classifier3, transinet=args.transinet, n_visits=args.n_visits,
+                size=args.size, fp_budgets=args.fp_budgets, threads=args.threads, json_path=args.json)
     elif args.command == "train-classic":
         train_classic(args.out_dir, size=args.size, n_visits=args.n_visits, n_val=args.n_val,
                       sim_seed=args.sim_seed, epochs=args.epochs, threads=args.threads)

@@ -99,3 +99,25 @@ def test_tiny_end_to_end(compare, tmp_path):
     for method in ("transinet", "transinet_snr5"):
         assert set(report["recovered"][method]) >= {"transinet_only", "classic_rb3_only",
                                                      "transinet_only_by_type"}
+
+
+def test_tiny_shifted_surveys(compare, tmp_path, capsys):
+    """The shifted-survey comparison covers every bench_robustness variant at every operating point."""
+    c3 = make_model_file(tmp_path / "c3.safetensors", version="c3", threshold=0.5)
+    out = compare.shifted(classifier3=str(c3), n_visits=1, size=256, fp_budgets=(2.0,),
+                          json_path=tmp_path / "shifted.json")
+    sys.path.insert(0, str(BENCH.parent))
+    import bench_robustness
+
+    assert list(out["variants"]) == list(bench_robustness.VARIANTS)
+    assert json.loads((tmp_path / "shifted.json").read_text())["models"] == out["models"]
+    version = out["models"][0]
+    for row in out["variants"].values():
+        # The classifier's own FP rate, then 2.0.
+        assert [p["operating_point"] for p in row["points"]] == ["classic_rb3 threshold", "2 FP"]
+        assert row["points"][0]["fp_per_detector"] == row["rb3_fp_per_detector"]
+        for point in row["points"]:
+            values = [point[k] for k in ("classic_rb3", f"{version} transinet", f"{version} transinet_snr5")]
+            assert all(0.0 <= v <= 1.0 for v in values) or row["n_snr_ge_6"] == 0
+    printed = capsys.readouterr().out
+    assert "crowded" in printed and "classic_rb3" in printed
