@@ -244,3 +244,10 @@ def test_training_fields_and_survey_mix() -> None:
     assert field_survey(3, 4, 1.0)[1] == TRAINING_SURVEY_MIX[1][1]
     with pytest.raises(ValueError, match="mix_fraction"):
         field_survey(0, 4, 1.5)
+    from lsst.meas.realbogus.transinet.train_cli import EXTRA_MIX_MEMBERS
+
+    extra = [field_survey(f, 9, 1 / 3, ["sharp"]) for f in range(6, 9)]
+    assert [name for name, _ in extra] == ["coarse", "shallow", "sharp"]
+    assert extra[2][1] == EXTRA_MIX_MEMBERS["sharp"]
+    with pytest.raises(ValueError, match="Unknown extra survey mix"):
+        field_survey(0, 4, 0.5, ["blurry"])

@@ -31,8 +31,8 @@ re-running the same command with the same ``--checkpoint-dir``.
 
 from __future__ import annotations
 
-__all__ = ["TEST_DETECTORS", "TRAINING_SURVEY_MIX", "TRAIN_FIRST_DETECTOR", "VAL_FIRST_DETECTOR",
-           "build_parser", "field_survey", "main", "prepare_visits", "simulate_visits"]
+__all__ = ["EXTRA_MIX_MEMBERS", "TEST_DETECTORS", "TRAINING_SURVEY_MIX", "TRAIN_FIRST_DETECTOR",
+           "VAL_FIRST_DETECTOR", "build_parser", "field_survey", "main", "prepare_visits", "simulate_visits"]
 
 import argparse
 import dataclasses
@@ -64,6 +64,12 @@ pixels with 1.0–2.4″ seeing (PSFs of 2–5 pixels FWHM), and shallow templat
 depth) with 0.6–2.0″ seeing.  They are the first two members of the classifier's default survey mix
 (``lsst.meas.realbogus.cli.train_default.DEFAULT_SURVEY_MIX``), pinned here so that the default
 TransiNet stays reproducible."""
+
+EXTRA_MIX_MEMBERS: dict[str, dict[str, Any]] = {
+    "sharp": {"seeing_range": (0.4, 0.7)},
+}
+"""Further survey variants ``--extra-mix`` can add to `TRAINING_SURVEY_MIX`: ``sharp`` has a
+science seeing of 0.4–0.7″, as sharp as the main survey's 0.45–0.55″ templates or sharper."""
 
 
 def _threshold_arg(value: str) -> float | str:
@@ -101,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mix-fraction", type=float, default=0.0,
                    help="Fraction of the training and validation fields simulated with the survey mix "
                    "(TRAINING_SURVEY_MIX, members alternating).")
+    p.add_argument("--extra-mix", nargs="*", default=[], choices=sorted(EXTRA_MIX_MEMBERS),
+                   help="Further survey mix members (EXTRA_MIX_MEMBERS) after TRAINING_SURVEY_MIX's.")
     p.add_argument("--n-val", type=int, default=4, help="Validation visits (early stopping).")
     p.add_argument("--n-test", type=int, default=6, help="Held-out test visits (evaluation).")
     p.add_argument("--test-size", type=int, default=None, help="Test detector size (default: --size).")
@@ -153,17 +161,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def field_survey(field: int, n_fields: int, mix_fraction: float) -> tuple[str, dict[str, Any]]:
+def field_survey(field: int, n_fields: int, mix_fraction: float, extra: Sequence[str] = ()
+                 ) -> tuple[str, dict[str, Any]]:
     """Return the survey variant of training or validation field ``field`` of ``n_fields``.
 
     The last ``round(mix_fraction * n_fields)`` fields belong to the `TRAINING_SURVEY_MIX`
-    members, alternating; the others to the main survey (name ``"main"``, no overrides).
+    members followed by the ``extra`` members of `EXTRA_MIX_MEMBERS`, alternating; the others
+    to the main survey (name ``"main"``, no overrides).
 
     Raises
     ------
     ValueError
-        Raised if ``mix_fraction`` is not in [0, 1] or ``field`` not in ``[0, n_fields)``.
+        Raised if ``mix_fraction`` is not in [0, 1], ``field`` not in ``[0, n_fields)`` or an
+        extra member is unknown.
     """
+    unknown = [name for name in extra if name not in EXTRA_MIX_MEMBERS]
+    if unknown:
+        raise ValueError(f"Unknown extra survey mix member(s) {unknown}; known: {list(EXTRA_MIX_MEMBERS)}.")
+    members = TRAINING_SURVEY_MIX + tuple((name, EXTRA_MIX_MEMBERS[name]) for name in extra)
     if not 0.0 <= mix_fraction <= 1.0:
         raise ValueError(f"mix_fraction must be in [0, 1]; got {mix_fraction}.")
     if not 0 <= field < n_fields:
@@ -171,7 +186,7 @@ def field_survey(field: int, n_fields: int, mix_fraction: float) -> tuple[str, d
     n_main = n_fields - int(round(mix_fraction * n_fields))
     if field < n_main:
         return "main", {}
-    return TRAINING_SURVEY_MIX[(field - n_main) % len(TRAINING_SURVEY_MIX)]
+    return members[(field - n_main) % len(members)]
 
 
 def _survey(size: int, overrides: dict[str, Any]) -> Any:
@@ -198,11 +213,11 @@ def simulate_visits(size: int, visits: Sequence[int], detectors: Sequence[int], 
 
 
 def _jobs(n_visits: int, first_visit: int, first_detector: int, n_fields: int,
-          mix_fraction: float) -> list[tuple[int, int, str, dict[str, Any]]]:
+          mix_fraction: float, extra: Sequence[str] = ()) -> list[tuple[int, int, str, dict[str, Any]]]:
     jobs = []
     for i in range(n_visits):
         field = i % n_fields
-        name, overrides = field_survey(field, n_fields, mix_fraction)
+        name, overrides = field_survey(field, n_fields, mix_fraction, extra)
         jobs.append((first_visit + i, first_detector + field, name, overrides))
     return jobs
 
@@ -276,9 +291,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         artifact_weight=args.artifact_weight, version=args.version,
     )
     config.validate()
-    train = prepare_visits(_jobs(args.n_train, 0, TRAIN_FIRST_DETECTOR, args.n_fields, args.mix_fraction),
+    train = prepare_visits(_jobs(args.n_train, 0, TRAIN_FIRST_DETECTOR, args.n_fields, args.mix_fraction,
+                                 args.extra_mix),
                            args.size, args.sim_seed, config, "training")
-    val = prepare_visits(_jobs(args.n_val, 1000, VAL_FIRST_DETECTOR, args.n_val, args.mix_fraction),
+    val = prepare_visits(_jobs(args.n_val, 1000, VAL_FIRST_DETECTOR, args.n_val, args.mix_fraction,
+                               args.extra_mix),
                          args.size, args.sim_seed, config, "validation")
     t1 = time.perf_counter()
     result = train_transinet(train, val, config, checkpoint_dir=args.checkpoint_dir,
