@@ -610,7 +610,8 @@ def shifted(*, classifier3: str, transinet: Sequence[str] = (), n_visits: int = 
             classic = None
             for version, model in models.items():
                 r = _process_visit(sim, rb3 if classic is None else {}, model, match_radius, timings)
-                classic = classic or r.candidates["classic_rb3"]
+                if classic is None:  # the classic path is scored once, with the first model's visit
+                    classic = r.candidates["classic_rb3"]
                 r.candidates["classic_rb3"] = classic
                 results[version].append(r)
         first = next(iter(results.values()))

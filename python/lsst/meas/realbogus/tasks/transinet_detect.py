@@ -308,8 +308,8 @@ class TransiNetDetectTask(PipelineTask):
     The network sees the template and the science image (normalised together) and, if the model
     declares one, a PSF-matched difference channel computed from the images and their own PSF
     sigmas (a fixed Gaussian kernel or one spatially constant kernel fitted on template stars;
-    see `lsst.meas.realbogus.transinet.normalization`), and returns a per-pixel score: no
-    detection step; detections are its local maxima above ``config.threshold``
+    see `lsst.meas.realbogus.transinet.normalization`), and returns a per-pixel score; there is
+    no detection step: detections are the score's local maxima above ``config.threshold``
     at least ``config.minSeparation`` pixels apart, with sub-pixel positions, sky coordinates
     and an (approximate) flux.  NaN and ``NO_DATA`` pixels get score 0 and never make
     detections; peaks near them are flagged ``flag_nan``.

@@ -72,10 +72,11 @@ class TransiNetTrainingConfig:
         Fraction of crops centred (with jitter) on a random transient.
     positive_type_weights : `dict` [`str`, `float`]
         Relative probability, by truth ``type``, that a transient is the centre
-        of a positive crop (types not listed weigh 1; empty: every transient of
-        the drawn image equally likely, as when all its weights are 0).  Up-weighting under-represented hard
-        positives, e.g. ``{"variable_brighten": 4, "variable_fade": 4}``, shows
-        them more often without changing the per-pixel loss.
+        of a positive crop (types not listed weigh 1; empty, or all weights of
+        the drawn image 0: every transient of that image equally likely).
+        Up-weighting under-represented hard positives, e.g.
+        ``{"variable_brighten": 4, "variable_fade": 4}``, shows them more often
+        without changing the per-pixel loss.
     max_epochs, patience : `int`
         Epoch limit and early-stopping patience (epochs without a better
         validation loss).
@@ -341,11 +342,15 @@ def _draw_crops(
     t_out = np.zeros((config.crops_per_epoch, 1, size, size), dtype=np.float32)
     w_out = np.zeros((config.crops_per_epoch, 1, size, size), dtype=np.float32)
     areas = np.array([ex.target.size for ex in examples], dtype=float)
+    area_prob = areas / areas.sum()
+    # Crop-centre probabilities per image, computed once (None: uniform).
+    probs = [_positive_probabilities(ex, config.positive_type_weights) for ex in examples]
     for i in range(config.crops_per_epoch):
-        ex = examples[int(rng.choice(len(examples), p=areas / areas.sum()))]
+        index = int(rng.choice(len(examples), p=area_prob))
+        ex = examples[index]
         height, width = ex.target.shape
         if rng.uniform() < config.positive_fraction and len(ex.positives):
-            prob = _positive_probabilities(ex, config.positive_type_weights)
+            prob = probs[index]
             pick = (int(rng.integers(len(ex.positives))) if prob is None
                     else int(rng.choice(len(ex.positives), p=prob)))
             cx, cy = ex.positives[pick]
