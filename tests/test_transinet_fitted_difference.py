@@ -95,6 +95,27 @@ def test_fitted_kernel_cancels_non_gaussian_stars(sigma_sci: float, sigma_tmpl: 
     assert np.std((diff / np.sqrt(var))[quiet]) == pytest.approx(1.0, abs=0.1)
 
 
+@pytest.mark.parametrize(("sigma_sci", "sigma_tmpl"), [(1.5, 1.45), (1.45, 1.5)])
+def test_fitted_difference_has_no_pedestal_when_psfs_nearly_match(sigma_sci: float, sigma_tmpl: float
+                                                                   ) -> None:
+    """Nearly equal PSF widths but different wings: the sky of the difference stays at zero.
+
+    The constant background fitted with the kernel on star stamps absorbs the wing mismatch;
+    applying it left a pedestal of about -1.3 sigma over the whole sky here.
+    """
+    template, science, tvar, svar, stars, variable = _star_field(sigma_sci, sigma_tmpl, shape=(300, 300))
+    valid = np.ones(science.shape, bool)
+    diff, var = fitted_difference(template, science, valid, sigma_sci, sigma_tmpl, template_variance=tvar,
+                                  science_variance=svar, template_median=10.0, science_median=40.0)
+    yy, xx = np.mgrid[: science.shape[0], : science.shape[1]]
+    sky = np.ones(science.shape, bool)
+    for x, y in [*stars, variable]:
+        sky &= np.hypot(xx - x, yy - y) > 12
+    z = diff / np.sqrt(var)
+    assert abs(float(np.median(z[sky]))) < 0.3
+    assert 0.9 < float(np.std(z[sky])) < 1.2
+
+
 def test_fitted_difference_invalid_pixels_and_few_stars() -> None:
     """Invalid pixels give 0 / variance 1; without stars the Gaussian fallback still gives a difference."""
     pair = make_synthetic_pair((128, 128), seed=6, n_stars=0, n_transients=3, snr_range=(30, 40),
