@@ -170,6 +170,15 @@ class TransiNetDetectConfig(PipelineTaskConfig, pipelineConnections=TransiNetDet
         default=1024,
         check=lambda n: n >= 64,
     )
+    maxPsfSigma = Field[float](
+        doc="Largest PSF sigma (pixels, the broader of science and template) scored as it is; a broader "
+        "pair is summed in f x f blocks first and its score image interpolated back "
+        "(TransiNetModel.max_psf_sigma; 4 is the top of the default model's training range).  None "
+        "never bins.",
+        default=4.0,
+        optional=True,
+        check=lambda v: v > 0.0,
+    )
     numThreads = Field[int](
         doc="CPU threads: torch intra-op threads, and on ONNX Runtime the number of tiles scored at "
         "once (each holds about 0.3 GB for 1024x1024 tiles); 0 leaves torch's default (under "
@@ -415,6 +424,7 @@ class TransiNetDetectTask(PipelineTask):
             raise ValueError("No visit id: pass visit= or use a science image with a visit")
         mask = sci.mask | tmpl.mask
         model.tile_size = self.config.tileSize
+        model.max_psf_sigma = self.config.maxPsfSigma
         valid = valid_mask(tmpl.image, sci.image, mask=mask, template_variance=tmpl.variance,
                            science_variance=sci.variance)
         if valid.any():

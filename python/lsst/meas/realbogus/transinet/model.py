@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["TransiNetModel", "save_transinet_package", "BACKENDS", "DEFAULT_MODEL_FILE",
-           "DEFAULT_MODEL_COMMAND"]
+__all__ = ["TransiNetModel", "save_transinet_package", "BACKENDS", "DEFAULT_MAX_PSF_SIGMA",
+           "DEFAULT_MODEL_FILE", "DEFAULT_MODEL_COMMAND"]
 
 import logging
 import os
@@ -19,12 +19,17 @@ from astropy.table import Table
 from .architecture import ARCHITECTURE_NAME, TransiNetInferenceNet, TransiNetUNet
 from .normalization import NormalizationSpec, normalize_pair, valid_mask
 from .peaks import find_peaks
+from .rebin import bin_image, bin_mask, binning_factor, upsample_score
 from .tiling import predict_full, predict_tiled
 
 BACKENDS: tuple[str, ...] = ("auto", "onnx", "torch")
 """Inference backends of `TransiNetModel`."""
 
 DEFAULT_MODEL_FILE = "transinet_default.safetensors"
+
+DEFAULT_MAX_PSF_SIGMA = 4.0
+"""Default `TransiNetModel.max_psf_sigma` (pixels): the default model's training visits have
+science PSF sigmas of about 1.3–4 pixels; broader pairs are scored binned (`~.rebin`)."""
 """Name of the default model in the package ``data`` directory."""
 
 DEFAULT_MODEL_COMMAND = (
@@ -102,6 +107,12 @@ class TransiNetModel:
         with the number of tiles in flight, roughly 0.3 GB per 1024² tile);
         PyTorch runs one tile at a time on this many intra-op threads (an
         explicit value sets PyTorch's process-wide thread count).
+    max_psf_sigma : `float`, optional
+        Largest PSF sigma (pixels, the broader of the two images) scored as it is;
+        a broader pair is summed in ``f x f`` blocks first (``f`` the smallest
+        integer bringing it under this value) and its score image interpolated
+        back (`~.rebin`).  The default 4.0 is the top of the default model's
+        training range; `None` never bins.
 
     Notes
     -----
@@ -111,7 +122,8 @@ class TransiNetModel:
 
     def __init__(self, module: TransiNetUNet, spec: NormalizationSpec, *, version: str = "",
                  tile_size: int = 1024, batch_size: int = 1, threshold: float = 0.5,
-                 backend: str = "auto", threads: int | None = None) -> None:
+                 backend: str = "auto", threads: int | None = None,
+                 max_psf_sigma: float | None = DEFAULT_MAX_PSF_SIGMA) -> None:
         if not isinstance(module, TransiNetUNet):
             raise TypeError(f"module must be a TransiNetUNet; got {type(module).__name__}.")
         if module.in_channels != spec.n_channels:
@@ -131,6 +143,8 @@ class TransiNetModel:
             raise ValueError(f"threads must be a positive integer or None; got {threads!r}.")
         self.backend = backend
         self.threads = threads
+        binning_factor(1.0, max_psf_sigma)  # validates max_psf_sigma
+        self.max_psf_sigma = max_psf_sigma
         self._inference = TransiNetInferenceNet(module).to(memory_format=torch.channels_last)
         self._onnx: _OnnxNetwork | None = None
         self._onnx_error: str | None = None
@@ -314,6 +328,11 @@ class TransiNetModel:
             Use overlapping tiles (bounded memory); `False` runs one pass over the
             whole image (same result).
 
+        Notes
+        -----
+        A pair whose broader PSF sigma exceeds ``max_psf_sigma`` is scored on
+        ``f x f`` block sums and the score interpolated back (`~.rebin`).
+
         Returns
         -------
         score : `numpy.ndarray`
@@ -325,6 +344,32 @@ class TransiNetModel:
             Raised for mismatched shapes, unmeasurable noise, or missing PSF
             sigmas for a model that needs them.
         """
+        broader = (None if science_psf_sigma is None or template_psf_sigma is None
+                   else max(float(science_psf_sigma), float(template_psf_sigma)))
+        factor = binning_factor(broader, self.max_psf_sigma)
+        if factor > 1:
+            _LOG.info("PSF sigma %.2f px > max_psf_sigma %.2f: scoring the pair binned %dx%d.",
+                      broader, self.max_psf_sigma, factor, factor)
+            binned = self._score_grid(
+                bin_image(template, factor), bin_image(science, factor),
+                None if template_variance is None else bin_image(template_variance, factor),
+                None if science_variance is None else bin_image(science_variance, factor),
+                None if mask is None else bin_mask(mask, factor),
+                science_psf_sigma / factor, template_psf_sigma / factor, tiled)
+            score = upsample_score(binned, factor, np.shape(science))
+        else:
+            score = self._score_grid(template, science, template_variance, science_variance, mask,
+                                     science_psf_sigma, template_psf_sigma, tiled)
+        valid = valid_mask(template, science, mask=mask, template_variance=template_variance,
+                           science_variance=science_variance)
+        score[~valid] = 0.0
+        return score
+
+    def _score_grid(self, template: np.ndarray, science: np.ndarray, template_variance: np.ndarray | None,
+                    science_variance: np.ndarray | None, mask: np.ndarray | None,
+                    science_psf_sigma: float | None, template_psf_sigma: float | None, tiled: bool
+                    ) -> np.ndarray:
+        """Score one pair on its own pixel grid (`score_image` without the binning)."""
         inputs = self._inputs(template, science, template_variance, science_variance, mask,
                               science_psf_sigma, template_psf_sigma)
         network = self._network()
@@ -341,11 +386,7 @@ class TransiNetModel:
         else:
             logits = predict_full(network, inputs, margin=self.margin, multiple=self.module.multiple)
         with torch.inference_mode():
-            score = torch.sigmoid(torch.from_numpy(logits)).numpy()
-        valid = valid_mask(template, science, mask=mask, template_variance=template_variance,
-                           science_variance=science_variance)
-        score[~valid] = 0.0
-        return score
+            return torch.sigmoid(torch.from_numpy(logits)).numpy()
 
     def detect(
         self,
