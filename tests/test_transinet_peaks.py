@@ -86,3 +86,53 @@ def test_flux_estimate_unbiased_on_synthetic_pairs() -> None:
     pulls = np.asarray(pulls)
     assert abs(np.mean(pulls)) < 0.6
     assert 0.6 < np.std(pulls) < 1.5
+
+
+def _trail(shape: tuple[int, int], start: tuple[float, float], end: tuple[float, float],
+           sigma: float = 1.5, amp: float = 0.9, ripple: float = 0.08) -> np.ndarray:
+    """A score ridge along a segment with a ripple along it (several local maxima)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    (x0, y0), (x1, y1) = start, end
+    dx, dy = x1 - x0, y1 - y0
+    t = np.clip(((xx - x0) * dx + (yy - y0) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
+    dist2 = (xx - x0 - t * dx) ** 2 + (yy - y0 - t * dy) ** 2
+    along = 1.0 - ripple * (1 + np.cos(2 * np.pi * t * 4)) / 2  # four bumps along the trail
+    return amp * along * np.exp(-0.5 * dist2 / sigma**2)
+
+
+def test_trail_is_one_source_at_its_centre() -> None:
+    score = _trail((60, 80), (20.0, 20.0), (50.0, 35.0))
+    plain = find_peaks(score, threshold=0.5, min_separation=3, footprint_level=None)
+    assert len(plain) >= 3  # a row of peaks along the trail without footprints
+    assert not plain["flag_trail"].any()
+    table = find_peaks(score, threshold=0.5, min_separation=3)
+    assert len(table) == 1
+    assert table["flag_trail"][0]
+    np.testing.assert_allclose([table["x"][0], table["y"][0]], [35.0, 27.5], atol=0.6)
+    # Without footprints the best peak lies along the trail, beyond a 2.5-pixel match of the centre.
+    assert np.hypot(plain["x"][0] - 35.0, plain["y"][0] - 27.5) > 2.5
+
+
+def test_round_sources_keep_their_peak_and_separate_footprints() -> None:
+    truth = [(20.3, 30.7, 0.9), (40.6, 30.2, 0.7)]
+    table = find_peaks(_blobs((64, 80), truth), threshold=0.5, min_separation=3)
+    assert len(table) == 2 and not table["flag_trail"].any()
+    np.testing.assert_allclose(table["x"], [20.3, 40.6], atol=0.02)
+    np.testing.assert_allclose(table["y"], [30.7, 30.2], atol=0.02)
+
+
+def test_weaker_peak_in_a_footprint_is_merged() -> None:
+    # Two blobs 5 px apart: the saddle between them (about 0.7) is above half the main peak.
+    score = _blobs((40, 40), [(15.0, 20.0, 0.9), (20.0, 20.0, 0.8)], sigma=2.0)
+    assert len(find_peaks(score, threshold=0.5, min_separation=3, footprint_level=None)) == 2
+    merged = find_peaks(score, threshold=0.5, min_separation=3, footprint_level=0.5)
+    assert len(merged) == 1 and merged["peak_score"][0] == pytest.approx(score.max())
+    # A level above the saddle keeps both.
+    assert len(find_peaks(score, threshold=0.5, min_separation=3, footprint_level=0.95)) == 2
+
+
+@pytest.mark.parametrize("kwargs", [{"footprint_level": 0.0}, {"footprint_level": 1.5},
+                                    {"trail_elongation": 0.5}, {"footprint_radius": 0}])
+def test_footprint_parameters_are_checked(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        find_peaks(np.zeros((10, 10)), **kwargs)

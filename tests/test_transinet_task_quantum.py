@@ -21,7 +21,7 @@ from test_rb_task_support import DATA_ID, make_sim_only_repo
 
 RUN = "SimCam/sim"
 COLUMNS = ["id", "visit", "detector", "x", "y", "ra", "dec", "peak_score", "flux", "flux_err", "snr",
-           "flag_edge", "flag_nan"]
+           "flag_edge", "flag_nan", "flag_trail"]
 
 def _default_model_path():
     """Return default model path."""
@@ -256,7 +256,7 @@ def test_make_catalog_dtypes_and_snr():
 
     peaks = Table({"x": [1.0, 2.0], "y": [3.0, 4.0], "ra": [0.1, 0.2], "dec": [0.3, 0.4],
                    "peak_score": [0.9, 0.6], "flux": [100.0, 50.0], "flux_err": [10.0, 0.0],
-                   "flag_edge": [False, True], "flag_nan": [False, False]})
+                   "flag_edge": [False, True], "flag_nan": [False, False], "flag_trail": [False, True]})
     cat = make_transinet_catalog(peaks, visit=7, detector=3, version="tn")
     assert cat.colnames == COLUMNS
     np.testing.assert_array_equal(cat["id"], make_source_ids(7, 3, 2))

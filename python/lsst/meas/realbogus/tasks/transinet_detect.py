@@ -10,7 +10,7 @@ transient score image (no image differencing), finds its peaks and writes
 ``dia_source_transinet`` (``ArrowAstropy`` by default)
     One row per localised transient: ``id`` (unique int64, `lsst.meas.realbogus.ids`),
     ``visit``, ``detector``, ``x``, ``y``, ``ra``, ``dec``, ``peak_score``, ``flux``,
-    ``flux_err``, ``snr``, ``flag_edge``, ``flag_nan``, ``version``.
+    ``flux_err``, ``snr``, ``flag_edge``, ``flag_nan``, ``flag_trail``, ``version``.
 
 The model comes from one of three places (``config.modelSource``):
 
@@ -76,8 +76,8 @@ _CATALOG_COLUMNS: dict[str, tuple[type | str, str]] = {
     "id": (np.int64, "Unique source id (lsst.meas.realbogus.ids.make_source_ids)"),
     "visit": (np.int64, "Visit id"),
     "detector": (np.int64, "Detector id"),
-    "x": (np.float64, "Peak x position, 0-based pixels on the science grid"),
-    "y": (np.float64, "Peak y position, 0-based pixels on the science grid"),
+    "x": (np.float64, "x position, 0-based pixels on the science grid (the peak; a trail's centroid)"),
+    "y": (np.float64, "y position, 0-based pixels on the science grid (the peak; a trail's centroid)"),
     "ra": (np.float64, "Right ascension in degrees (NaN without a WCS)"),
     "dec": (np.float64, "Declination in degrees (NaN without a WCS)"),
     "peak_score": (np.float32, "TransiNet score at the peak, in [0, 1]"),
@@ -86,6 +86,7 @@ _CATALOG_COLUMNS: dict[str, tuple[type | str, str]] = {
     "snr": (np.float64, "flux / flux_err"),
     "flag_edge": (bool, "Peak within a few pixels of the detector edge or on EDGE pixels"),
     "flag_nan": (bool, "NaN / NO_DATA pixels near the peak"),
+    "flag_trail": (bool, "Elongated score footprint (a trail, e.g. a moving object); x, y are its centroid"),
 }
 """Output columns: dtype and description."""
 
@@ -124,7 +125,7 @@ class TransiNetDetectConnections(PipelineTaskConnections, dimensions=("instrumen
     )
     diaSources = cT.Output(
         doc="Transients localised as score peaks: id, visit, detector, x, y, ra, dec, peak_score, "
-        "flux, flux_err, snr, flag_edge, flag_nan.",
+        "flux, flux_err, snr, flag_edge, flag_nan, flag_trail.",
         name="dia_source_transinet",
         storageClass="ArrowAstropy",
         dimensions=("instrument", "visit", "detector"),
@@ -163,6 +164,21 @@ class TransiNetDetectConfig(PipelineTaskConfig, pipelineConnections=TransiNetDet
         doc="Minimum distance between two detections, in pixels.",
         default=3.0,
         check=lambda d: d >= 0.0,
+    )
+    footprintLevel = Field[float](
+        doc="Footprint level relative to a peak's score: a lower peak inside the connected region "
+        "where the score is at least this fraction of a higher peak's score is the same source and "
+        "dropped (one detection per trail or extended residual).  None keeps every peak.",
+        default=0.5,
+        optional=True,
+        check=lambda v: 0.0 < v <= 1.0,
+    )
+    trailElongation = Field[float](
+        doc="Axis ratio of a footprint (score-weighted second moments) above which it is a trail: "
+        "flag_trail is set and x, y are the footprint's centroid instead of its peak (a trail's peak "
+        "can lie anywhere along it).  Needs footprintLevel.",
+        default=1.5,
+        check=lambda v: v >= 1.0,
     )
     tileSize = Field[int](
         doc="Maximum tile side (pixels) for whole-detector inference; bounds memory, results "
@@ -440,6 +456,7 @@ class TransiNetDetectTask(PipelineTask):
         peaks = model.detect(
             tmpl.image, sci.image, tmpl.variance, sci.variance, mask, threshold=threshold,
             min_separation=self.config.minSeparation, wcs=sci.wcs, score=score,
+            footprint_level=self.config.footprintLevel, trail_elongation=self.config.trailElongation,
             science_psf_sigma=sci.psf_sigma if measure else None,
             template_psf_sigma=tmpl.psf_sigma if measure else None,
         )

@@ -402,6 +402,8 @@ class TransiNetModel:
         science_psf_sigma: float | None = None,
         template_psf_sigma: float | None = None,
         score: np.ndarray | None = None,
+        footprint_level: float | None = 0.5,
+        trail_elongation: float = 1.5,
     ) -> Table:
         """Score the images and localise transients as score peaks.
 
@@ -420,6 +422,8 @@ class TransiNetModel:
             Required to compute the score of a model that `needs_psf_sigmas`.
         score : `numpy.ndarray`, optional
             A score image already computed by `score_image` for these inputs.
+        footprint_level, trail_elongation : `float`
+            Peak grouping into footprints and trail localisation (`peaks.find_peaks`).
 
         Returns
         -------
@@ -437,7 +441,7 @@ class TransiNetModel:
             science=science if with_flux else None, template=template if with_flux else None,
             science_variance=science_variance, template_variance=template_variance,
             science_psf_sigma=science_psf_sigma, template_psf_sigma=template_psf_sigma,
-            mask=mask, wcs=wcs,
+            mask=mask, wcs=wcs, footprint_level=footprint_level, trail_elongation=trail_elongation,
         )
 
 

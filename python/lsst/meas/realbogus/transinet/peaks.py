@@ -4,7 +4,15 @@ Peaks are local maxima of the score above a threshold, at least
 ``min_separation`` pixels apart (``scipy.ndimage.maximum_filter``; among equal
 neighbouring maxima the first in row-major order wins).  Each peak gets a
 sub-pixel position from a log-parabola fit through the 3x3 neighbourhood (exact
-for a Gaussian blob), its peak score, edge/NaN flags, and, if images are given,
+for a Gaussian blob).  Peaks are then grouped into *footprints*, as detection
+groups the peaks of one source: the footprint of a peak is the connected region
+around it where the score is at least ``footprint_level`` times the peak score,
+and a lower peak inside the footprint of a higher one is dropped (a trail or an
+extended residual gives one source, not a row of peaks).  A footprint elongated
+beyond ``trail_elongation`` (axis ratio from its score-weighted second moments)
+is flagged ``flag_trail`` and its source placed at the footprint's score-weighted
+centroid, the centre of a trail, where the peak may lie anywhere along it.  Each
+source has its peak score, edge/NaN/trail flags, and, if images are given,
 a flux **estimate**: a PSF-weighted (Gaussian, science sigma) flux of
 ``science - template (x) G(sqrt(sigma_sci**2 - sigma_tmpl**2))`` measured on a
 local stamp.  The matching kernel is a Gaussian approximation of real PSF
@@ -14,7 +22,7 @@ its error propagates the science and (kernel-weighted) template variances.
 
 from __future__ import annotations
 
-__all__ = ["find_peaks", "estimate_fluxes", "PEAK_COLUMNS"]
+__all__ = ["find_peaks", "estimate_fluxes", "merge_footprints", "PEAK_COLUMNS"]
 
 import numpy as np
 from astropy.table import Table
@@ -22,7 +30,8 @@ from scipy import ndimage
 
 from ..mask_planes import EDGE, NO_DATA
 
-PEAK_COLUMNS = ("x", "y", "ra", "dec", "peak_score", "flux", "flux_err", "flag_edge", "flag_nan")
+PEAK_COLUMNS = ("x", "y", "ra", "dec", "peak_score", "flux", "flux_err", "flag_edge", "flag_nan",
+                "flag_trail")
 """Columns of the table returned by `find_peaks`."""
 
 
@@ -48,6 +57,78 @@ def _subpixel(score: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> tuple[np.nda
         jy, jx = iy[inner_y], ix[inner_y]
         dy[inner_y] = offset(logs[jy - 1, jx], c[inner_y], logs[jy + 1, jx])
     return ix + dx, iy + dy
+
+
+def merge_footprints(
+    score: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    level: float,
+    elongation: float,
+    radius: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Group peaks into score footprints and place elongated ones at their centroid.
+
+    Parameters
+    ----------
+    score : `numpy.ndarray`
+        Score image (NaN-free).
+    x, y : `numpy.ndarray`
+        Peak positions, sorted by decreasing score.
+    level : `float`
+        The footprint of a peak is the connected region where the score is at least
+        ``level`` times the peak score, within ``radius`` pixels (a box) of the peak.
+    elongation : `float`
+        Footprints whose axis ratio (square root of the eigenvalue ratio of the
+        score-weighted second moments) exceeds this are trails.
+    radius : `int`
+        Half side of the box a footprint is searched in.
+
+    Returns
+    -------
+    keep : `numpy.ndarray`
+        Boolean, `False` for peaks inside the footprint of a higher peak.
+    x, y : `numpy.ndarray`
+        Positions: the footprint centroid for trails, the input position otherwise.
+    trail : `numpy.ndarray`
+        Boolean, `True` for trails.
+    """
+    height, width = score.shape
+    n = len(x)
+    keep = np.zeros(n, dtype=bool)
+    trail = np.zeros(n, dtype=bool)
+    x_out = np.array(x, dtype=np.float64)
+    y_out = np.array(y, dtype=np.float64)
+    taken = np.zeros(score.shape, dtype=bool)
+    for i in range(n):
+        ix = min(max(int(round(x[i])), 0), width - 1)
+        iy = min(max(int(round(y[i])), 0), height - 1)
+        if taken[iy, ix]:
+            continue
+        keep[i] = True
+        box = (slice(max(iy - radius, 0), min(iy + radius + 1, height)),
+               slice(max(ix - radius, 0), min(ix + radius + 1, width)))
+        sub = score[box]
+        labels, _ = ndimage.label(sub >= level * score[iy, ix])
+        region = labels == labels[iy - box[0].start, ix - box[1].start]
+        taken[box] |= region
+        ry, rx = np.nonzero(region)
+        if len(rx) < 3:
+            continue
+        weights = sub[region]
+        total = weights.sum()
+        cx, cy = np.sum(rx * weights) / total, np.sum(ry * weights) / total
+        dx, dy = rx - cx, ry - cy
+        cxx, cyy, cxy = (np.sum(weights * a) / total for a in (dx * dx, dy * dy, dx * dy))
+        # Eigenvalues of the 2x2 second-moment matrix.
+        half_trace, det = 0.5 * (cxx + cyy), cxx * cyy - cxy * cxy
+        root = np.sqrt(max(half_trace * half_trace - det, 0.0))
+        minor, major = half_trace - root, half_trace + root
+        if minor > 0 and np.sqrt(major / minor) > elongation:
+            trail[i] = True
+            x_out[i], y_out[i] = box[1].start + cx, box[0].start + cy
+    return keep, x_out, y_out, trail
 
 
 def estimate_fluxes(
@@ -137,6 +218,9 @@ def find_peaks(
     wcs: object | None = None,
     edge_width: int = 8,
     nan_radius: float = 4.0,
+    footprint_level: float | None = 0.5,
+    trail_elongation: float = 1.5,
+    footprint_radius: int = 50,
 ) -> Table:
     """Find transient candidates as peaks of a score image.
 
@@ -163,6 +247,15 @@ def find_peaks(
         Peaks within this many pixels of the image border get ``flag_edge``.
     nan_radius : `float`
         Peaks with a NaN/``NO_DATA`` pixel within this radius get ``flag_nan``.
+    footprint_level : `float` or `None`
+        Footprint level relative to the peak score (in (0, 1]; see the module
+        docstring): lower peaks in a higher peak's footprint are dropped and
+        elongated footprints are trails.  `None` keeps every peak where it is.
+    trail_elongation : `float`
+        Axis ratio above which a footprint is a trail (``flag_trail``, placed at
+        its centroid).
+    footprint_radius : `int`
+        Half side in pixels of the box a footprint is searched in.
 
     Returns
     -------
@@ -181,6 +274,12 @@ def find_peaks(
         raise ValueError(f"threshold must be finite; got {threshold}.")
     if not (np.isfinite(min_separation) and min_separation >= 0):
         raise ValueError(f"min_separation must be >= 0; got {min_separation}.")
+    if footprint_level is not None and not 0.0 < footprint_level <= 1.0:
+        raise ValueError(f"footprint_level must be in (0, 1] or None; got {footprint_level}.")
+    if not (np.isfinite(trail_elongation) and trail_elongation >= 1.0):
+        raise ValueError(f"trail_elongation must be >= 1; got {trail_elongation}.")
+    if footprint_radius < 1:
+        raise ValueError(f"footprint_radius must be >= 1; got {footprint_radius}.")
     for name, arr in (("science", science), ("template", template), ("mask", mask),
                       ("science_variance", science_variance), ("template_variance", template_variance)):
         if arr is not None and np.shape(arr) != score.shape:
@@ -207,6 +306,12 @@ def find_peaks(
                     keep[j] = False
     iy, ix = iy[keep], ix[keep]
     xs, ys = _subpixel(score, iy, ix)
+    trail = np.zeros(len(ix), dtype=bool)
+    if footprint_level is not None and len(ix):
+        keep, xs, ys, trail = merge_footprints(np.where(np.isfinite(score), score, 0.0), xs, ys,
+                                               level=footprint_level, elongation=trail_elongation,
+                                               radius=int(footprint_radius))
+        iy, ix, xs, ys, trail = iy[keep], ix[keep], xs[keep], ys[keep], trail[keep]
 
     invalid = ~np.isfinite(score)
     if science is not None:
@@ -249,5 +354,6 @@ def find_peaks(
             "flux_err": flux_err,
             "flag_edge": flag_edge.astype(bool),
             "flag_nan": flag_nan.astype(bool),
+            "flag_trail": trail.astype(bool),
         }
     )
