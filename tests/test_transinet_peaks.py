@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS
 from lsst.meas.realbogus.mask_planes import NO_DATA
-from lsst.meas.realbogus.transinet.peaks import PEAK_COLUMNS, estimate_fluxes, find_peaks
+from lsst.meas.realbogus.transinet.peaks import PEAK_COLUMNS, difference_fluxes, estimate_fluxes, find_peaks
 from lsst.meas.realbogus.transinet.synthetic import make_synthetic_pair
 
 
@@ -136,3 +136,25 @@ def test_weaker_peak_in_a_footprint_is_merged() -> None:
 def test_footprint_parameters_are_checked(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         find_peaks(np.zeros((10, 10)), **kwargs)
+
+
+def test_difference_fluxes_of_a_gaussian_source() -> None:
+    sigma, flux, var = 1.8, 5000.0, 4.0
+    yy, xx = np.mgrid[:60, :60]
+    diff = flux / (2 * np.pi * sigma**2) * np.exp(-0.5 * ((xx - 30.3) ** 2 + (yy - 25.6) ** 2) / sigma**2)
+    variance = np.full(diff.shape, var)
+    diff[0:3, 0:3] = np.nan  # unusable pixels away from the sources
+    f, e = difference_fluxes([30.3, 1.0], [25.6, 1.0], diff, variance, sigma)
+    assert f[0] == pytest.approx(flux, rel=1e-3)
+    # Error of a Gaussian-weighted flux on white noise: sqrt(4 pi sigma^2 var).
+    assert e[0] == pytest.approx(np.sqrt(4 * np.pi * sigma**2 * var), rel=0.01)
+    assert abs(f[1]) < 1.0 and np.isfinite(e[1])  # the NaN corner is skipped, not propagated
+    diff[:] = np.nan
+    f, e = difference_fluxes([30.3], [25.6], diff, variance, sigma)
+    assert np.isnan(f[0]) and np.isnan(e[0])
+    with pytest.raises(ValueError, match="psf_sigma"):
+        difference_fluxes([1.0], [1.0], diff, variance, 0.0)
+    with pytest.raises(ValueError, match="shape"):
+        difference_fluxes([1.0], [1.0], diff, variance[:-1], 1.0)
+    with pytest.raises(ValueError, match="psf_sigma"):
+        find_peaks(np.ones((60, 60)), difference=(diff, variance))

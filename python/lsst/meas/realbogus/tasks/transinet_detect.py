@@ -81,7 +81,7 @@ _CATALOG_COLUMNS: dict[str, tuple[type | str, str]] = {
     "ra": (np.float64, "Right ascension in degrees (NaN without a WCS)"),
     "dec": (np.float64, "Declination in degrees (NaN without a WCS)"),
     "peak_score": (np.float32, "TransiNet score at the peak, in [0, 1]"),
-    "flux": (np.float64, "Flux estimate science - matched template in nJy (Gaussian PSF matching)"),
+    "flux": (np.float64, "Flux estimate in nJy: Gaussian-weighted flux on the fitted-kernel difference"),
     "flux_err": (np.float64, "Error of the flux estimate in nJy"),
     "snr": (np.float64, "flux / flux_err"),
     "flag_edge": (bool, "Peak within a few pixels of the detector edge or on EDGE pixels"),
@@ -203,8 +203,8 @@ class TransiNetDetectConfig(PipelineTaskConfig, pipelineConnections=TransiNetDet
         check=lambda n: n >= 0,
     )
     measureFlux = Field[bool](
-        doc="Estimate each detection's flux (science minus Gaussian-matched template); otherwise "
-        "flux, flux_err and snr are NaN.",
+        doc="Estimate each detection's flux (Gaussian-weighted, on the difference of science and template "
+        "matched with one kernel fitted on template stars); otherwise flux, flux_err and snr are NaN.",
         default=True,
     )
     minFluxSnr = Field[float](
@@ -443,20 +443,28 @@ class TransiNetDetectTask(PipelineTask):
         model.max_psf_sigma = self.config.maxPsfSigma
         valid = valid_mask(tmpl.image, sci.image, mask=mask, template_variance=tmpl.variance,
                            science_variance=sci.variance)
+        measure = self.config.measureFlux
+        difference = None
         if valid.any():
+            if measure and tmpl.variance is not None and sci.variance is not None:
+                # One kernel fit serves the flux measurement and a fitted 'difference' input channel.
+                difference = model.difference_image(tmpl.image, sci.image, tmpl.variance, sci.variance, mask,
+                                                    science_psf_sigma=sci.psf_sigma,
+                                                    template_psf_sigma=tmpl.psf_sigma)
             # The PSF sigmas are used by models with a PSF-matched 'difference' input channel.
             score = model.score_image(tmpl.image, sci.image, tmpl.variance, sci.variance, mask,
-                                      science_psf_sigma=sci.psf_sigma, template_psf_sigma=tmpl.psf_sigma)
+                                      science_psf_sigma=sci.psf_sigma, template_psf_sigma=tmpl.psf_sigma,
+                                      difference=difference)
         else:
             # Nothing usable (e.g. a dead amplifier everywhere): a zero score finds nothing.
             self.log.warning("No usable pixel in the (template, science) pair; writing an empty result.")
             score = np.zeros(sci.image.shape, dtype=np.float32)
         threshold = model.threshold if self.config.threshold is None else self.config.threshold
-        measure = self.config.measureFlux
         peaks = model.detect(
             tmpl.image, sci.image, tmpl.variance, sci.variance, mask, threshold=threshold,
             min_separation=self.config.minSeparation, wcs=sci.wcs, score=score,
             footprint_level=self.config.footprintLevel, trail_elongation=self.config.trailElongation,
+            difference=difference,
             science_psf_sigma=sci.psf_sigma if measure else None,
             template_psf_sigma=tmpl.psf_sigma if measure else None,
         )

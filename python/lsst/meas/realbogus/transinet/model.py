@@ -17,7 +17,7 @@ import torch
 from astropy.table import Table
 
 from .architecture import ARCHITECTURE_NAME, TransiNetInferenceNet, TransiNetUNet
-from .normalization import NormalizationSpec, normalize_pair, valid_mask
+from .normalization import NormalizationSpec, fitted_pair_difference, normalize_pair, valid_mask
 from .peaks import find_peaks
 from .rebin import bin_image, bin_mask, binning_factor, upsample_score
 from .tiling import predict_full, predict_tiled
@@ -284,10 +284,37 @@ class TransiNetModel:
         """
         return self.spec.needs_psf_sigmas
 
+    def difference_image(
+        self,
+        template: np.ndarray,
+        science: np.ndarray,
+        template_variance: np.ndarray,
+        science_variance: np.ndarray,
+        mask: np.ndarray | None = None,
+        *,
+        science_psf_sigma: float,
+        template_psf_sigma: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return the pair's fitted-kernel difference and its variance (image units).
+
+        `~.normalization.fitted_pair_difference` with this model's normalisation: one
+        spatially constant kernel fitted on template stars.  Passed to `score_image`
+        and `detect` (``difference=``) it serves both the network's difference channel
+        (for models that read one, unbinned) and the flux measurement, fitted once.
+
+        Returns
+        -------
+        difference, variance : `numpy.ndarray`
+            ``float32`` ``(H, W)``, NaN on invalid pixels.
+        """
+        return fitted_pair_difference(template, science, template_variance=template_variance,
+                                      science_variance=science_variance, science_psf_sigma=science_psf_sigma,
+                                      template_psf_sigma=template_psf_sigma, mask=mask, spec=self.spec)
+
     def _inputs(self, template: np.ndarray, science: np.ndarray, template_variance: np.ndarray | None,
                 science_variance: np.ndarray | None, mask: np.ndarray | None,
-                science_psf_sigma: float | None = None, template_psf_sigma: float | None = None
-                ) -> np.ndarray:
+                science_psf_sigma: float | None = None, template_psf_sigma: float | None = None,
+                difference: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         if self.needs_psf_sigmas and (science_psf_sigma is None or template_psf_sigma is None):
             raise ValueError(f"TransiNet model {self.version!r} has input channels "
                              f"{list(self.spec.channels)}, "
@@ -296,7 +323,8 @@ class TransiNetModel:
                              "or detect.")
         return normalize_pair(template, science, template_variance=template_variance,
                               science_variance=science_variance, mask=mask, spec=self.spec,
-                              science_psf_sigma=science_psf_sigma, template_psf_sigma=template_psf_sigma)
+                              science_psf_sigma=science_psf_sigma, template_psf_sigma=template_psf_sigma,
+                              difference=difference)
 
     def score_image(
         self,
@@ -309,6 +337,7 @@ class TransiNetModel:
         science_psf_sigma: float | None = None,
         template_psf_sigma: float | None = None,
         tiled: bool = True,
+        difference: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Return the per-pixel transient probability image.
 
@@ -327,6 +356,9 @@ class TransiNetModel:
         tiled : `bool`
             Use overlapping tiles (bounded memory); `False` runs one pass over the
             whole image (same result).
+        difference : `tuple` [`numpy.ndarray`, `numpy.ndarray`], optional
+            This pair's `difference_image`, reused for a fitted-kernel difference
+            channel instead of fitting it again (not for a binned pair).
 
         Notes
         -----
@@ -359,7 +391,7 @@ class TransiNetModel:
             score = upsample_score(binned, factor, np.shape(science))
         else:
             score = self._score_grid(template, science, template_variance, science_variance, mask,
-                                     science_psf_sigma, template_psf_sigma, tiled)
+                                     science_psf_sigma, template_psf_sigma, tiled, difference)
         valid = valid_mask(template, science, mask=mask, template_variance=template_variance,
                            science_variance=science_variance)
         score[~valid] = 0.0
@@ -367,11 +399,11 @@ class TransiNetModel:
 
     def _score_grid(self, template: np.ndarray, science: np.ndarray, template_variance: np.ndarray | None,
                     science_variance: np.ndarray | None, mask: np.ndarray | None,
-                    science_psf_sigma: float | None, template_psf_sigma: float | None, tiled: bool
-                    ) -> np.ndarray:
+                    science_psf_sigma: float | None, template_psf_sigma: float | None, tiled: bool,
+                    difference: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Score one pair on its own pixel grid (`score_image` without the binning)."""
         inputs = self._inputs(template, science, template_variance, science_variance, mask,
-                              science_psf_sigma, template_psf_sigma)
+                              science_psf_sigma, template_psf_sigma, difference)
         network = self._network()
         on_torch = network is self._inference
         if on_torch and self.threads not in (None, torch.get_num_threads()):
@@ -404,6 +436,7 @@ class TransiNetModel:
         score: np.ndarray | None = None,
         footprint_level: float | None = 0.5,
         trail_elongation: float = 1.5,
+        difference: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Table:
         """Score the images and localise transients as score peaks.
 
@@ -418,30 +451,45 @@ class TransiNetModel:
         wcs : `astropy.wcs.WCS`, optional
             Fills ``ra``/``dec`` when given.
         science_psf_sigma, template_psf_sigma : `float`, optional
-            Gaussian PSF sigmas; when both are given a flux estimate is measured.
-            Required to compute the score of a model that `needs_psf_sigmas`.
+            Gaussian PSF sigmas; when both are given a flux estimate is measured:
+            on the fitted-kernel `difference_image` if both variances are given
+            (computed here unless ``difference`` is), else on a Gaussian-matched
+            difference.  Required to compute the score of a model that
+            `needs_psf_sigmas`.
         score : `numpy.ndarray`, optional
             A score image already computed by `score_image` for these inputs.
         footprint_level, trail_elongation : `float`
             Peak grouping into footprints and trail localisation (`peaks.find_peaks`).
+        difference : `tuple` [`numpy.ndarray`, `numpy.ndarray`], optional
+            This pair's `difference_image`, if already computed.
 
         Returns
         -------
         detections : `astropy.table.Table`
             See `peaks.find_peaks`.
         """
-        if score is None:
-            score = self.score_image(template, science, template_variance, science_variance, mask,
-                                     science_psf_sigma=science_psf_sigma,
-                                     template_psf_sigma=template_psf_sigma)
         threshold = self.threshold if threshold is None else threshold
         with_flux = science_psf_sigma is not None and template_psf_sigma is not None
+        on_difference = with_flux and template_variance is not None and science_variance is not None
+        if score is None:
+            if on_difference and difference is None:
+                difference = self.difference_image(template, science, template_variance, science_variance,
+                                                   mask, science_psf_sigma=science_psf_sigma,
+                                                   template_psf_sigma=template_psf_sigma)
+            score = self.score_image(template, science, template_variance, science_variance, mask,
+                                     science_psf_sigma=science_psf_sigma,
+                                     template_psf_sigma=template_psf_sigma, difference=difference)
+        if on_difference and difference is None and np.any(score >= threshold):
+            difference = self.difference_image(template, science, template_variance, science_variance, mask,
+                                               science_psf_sigma=science_psf_sigma,
+                                               template_psf_sigma=template_psf_sigma)
         return find_peaks(
             score, threshold=threshold, min_separation=min_separation,
             science=science if with_flux else None, template=template if with_flux else None,
             science_variance=science_variance, template_variance=template_variance,
             science_psf_sigma=science_psf_sigma, template_psf_sigma=template_psf_sigma,
             mask=mask, wcs=wcs, footprint_level=footprint_level, trail_elongation=trail_elongation,
+            difference=difference if on_difference else None,
         )
 
 

@@ -45,7 +45,8 @@ image, so tiled inference stays seamless.
 from __future__ import annotations
 
 __all__ = ["NormalizationSpec", "NormalizationStats", "KNOWN_CHANNELS", "PSF_CHANNELS", "DIFFERENCE_KERNELS",
-           "compute_stats", "fitted_difference", "matched_difference", "normalize_pair", "valid_mask"]
+           "compute_stats", "fitted_difference", "fitted_pair_difference", "matched_difference",
+           "normalize_pair", "valid_mask"]
 
 import dataclasses
 from typing import Any
@@ -499,6 +500,54 @@ def fitted_difference(
     return diff, variance
 
 
+def fitted_pair_difference(
+    template: np.ndarray,
+    science: np.ndarray,
+    *,
+    template_variance: np.ndarray,
+    science_variance: np.ndarray,
+    science_psf_sigma: float,
+    template_psf_sigma: float,
+    mask: np.ndarray | None = None,
+    spec: NormalizationSpec | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the fitted-kernel difference of a pair exactly as `normalize_pair` builds it.
+
+    `fitted_difference` with the pair's own valid pixels and medians (`compute_stats`
+    with ``spec``), in image units, NaN on invalid pixels.  Passed to
+    ``normalize_pair(difference=...)`` it gives the same network input as computing it
+    there, so that the difference serves both the network and the flux measurement
+    (`~.peaks.difference_fluxes`) at the cost of one fit.
+
+    Returns
+    -------
+    difference, variance : `numpy.ndarray`
+        ``float32`` ``(H, W)``; NaN on invalid pixels.
+
+    Raises
+    ------
+    ValueError
+        Raised for mismatched shapes, invalid PSF sigmas or no valid pixel.
+    """
+    science = _as_image("science", science, None)
+    shape = science.shape
+    template = _as_image("template", template, shape)
+    template_variance = _as_image("template_variance", template_variance, shape)
+    science_variance = _as_image("science_variance", science_variance, shape)
+    if mask is not None:
+        mask = _as_image("mask", mask, shape)
+    valid = valid_mask(template, science, mask=mask, template_variance=template_variance,
+                       science_variance=science_variance)
+    stats = compute_stats(template, science, valid, science_variance=science_variance, spec=spec)
+    diff, variance = fitted_difference(template, science, valid, science_psf_sigma, template_psf_sigma,
+                                       template_variance=template_variance, science_variance=science_variance,
+                                       mask=mask, template_median=stats.template_median,
+                                       science_median=stats.science_median)
+    diff[~valid] = np.nan
+    variance[~valid] = np.nan
+    return diff, variance
+
+
 def _difference_sigma(diff: np.ndarray, valid: np.ndarray) -> float:
     """Robust (1.4826 x MAD) scatter of the valid difference pixels."""
     values = _values(diff, _subsample_indices(valid))
@@ -519,6 +568,7 @@ def _difference_plane(
     template_psf_sigma: float,
     template_variance: np.ndarray | None,
     science_variance: np.ndarray | None,
+    difference: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Return the asinh-stretched ``"difference"`` channel of `normalize_pair`."""
     have_variances = template_variance is not None and science_variance is not None
@@ -527,7 +577,9 @@ def _difference_plane(
         raise ValueError(f"The 'difference' channel with difference_noise={spec.difference_noise!r} and "
                          f"difference_kernel={spec.difference_kernel!r} needs both variance planes "
                          "(template_variance, science_variance).")
-    if spec.difference_kernel == "fitted":
+    if spec.difference_kernel == "fitted" and difference is not None:
+        diff, diff_var = (_as_image("difference", a, valid.shape) for a in difference)
+    elif spec.difference_kernel == "fitted":
         diff, diff_var = fitted_difference(template, science, valid, science_psf_sigma, template_psf_sigma,
                                            template_variance=template_variance,
                                            science_variance=science_variance, mask=mask,
@@ -566,6 +618,7 @@ def normalize_pair(
     stats: NormalizationStats | None = None,
     science_psf_sigma: float | None = None,
     template_psf_sigma: float | None = None,
+    difference: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Build the normalised network input for one (template, science) pair.
 
@@ -585,6 +638,10 @@ def normalize_pair(
         Gaussian-equivalent PSF sigmas (pixels) of the two images; required if
         the spec has a ``"difference"`` channel (`NormalizationSpec.needs_psf_sigmas`),
         ignored otherwise.
+    difference : `tuple` [`numpy.ndarray`, `numpy.ndarray`], optional
+        The pair's ``(difference, variance)`` from `fitted_pair_difference`, used
+        instead of fitting it again when the spec's ``difference_kernel`` is
+        ``"fitted"`` (ignored otherwise).
 
     Returns
     -------
@@ -632,7 +689,7 @@ def normalize_pair(
             plane = np.arcsinh((science - stats.science_median) * (inv_sigma / spec.asinh_softening))
         elif name == "difference":
             plane = _difference_plane(template, science, valid, mask, spec, stats, science_psf_sigma,
-                                      template_psf_sigma, template_variance, science_variance)
+                                      template_psf_sigma, template_variance, science_variance, difference)
         elif name == "variance_template":
             plane = np.sqrt(np.clip(template_variance, 0, None)) * inv_sigma
         else:

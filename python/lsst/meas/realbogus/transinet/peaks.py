@@ -13,16 +13,19 @@ beyond ``trail_elongation`` (axis ratio from its score-weighted second moments)
 is flagged ``flag_trail`` and its source placed at the footprint's score-weighted
 centroid, the centre of a trail, where the peak may lie anywhere along it.  Each
 source has its peak score, edge/NaN/trail flags, and, if images are given,
-a flux **estimate**: a PSF-weighted (Gaussian, science sigma) flux of
-``science - template (x) G(sqrt(sigma_sci**2 - sigma_tmpl**2))`` measured on a
-local stamp.  The matching kernel is a Gaussian approximation of real PSF
-matching, so the flux is an estimate, not a calibrated difference-image flux;
-its error propagates the science and (kernel-weighted) template variances.
+a flux **estimate**: a PSF-weighted (Gaussian) flux measured on a local stamp of
+a PSF-matched difference.  Given a difference image (the fitted-kernel
+difference of `~.normalization.fitted_pair_difference`, which the default
+model also reads) it is measured there with its variance plane
+(`difference_fluxes`); otherwise on ``science - template (x)
+G(sqrt(sigma_sci**2 - sigma_tmpl**2))`` (`estimate_fluxes`), whose Gaussian
+kernel leaves large residuals on bright static stars.  The weights are
+Gaussian, so either flux is an estimate, not a calibrated PSF flux.
 """
 
 from __future__ import annotations
 
-__all__ = ["find_peaks", "estimate_fluxes", "merge_footprints", "PEAK_COLUMNS"]
+__all__ = ["find_peaks", "difference_fluxes", "estimate_fluxes", "merge_footprints", "PEAK_COLUMNS"]
 
 import numpy as np
 from astropy.table import Table
@@ -131,6 +134,70 @@ def merge_footprints(
     return keep, x_out, y_out, trail
 
 
+def difference_fluxes(
+    x: np.ndarray,
+    y: np.ndarray,
+    difference: np.ndarray,
+    variance: np.ndarray,
+    psf_sigma: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Measure Gaussian-weighted fluxes on a PSF-matched difference image.
+
+    The flux is ``sum(P * D) / sum(P**2)`` with ``P`` the unit-sum Gaussian of
+    ``psf_sigma`` at the sub-pixel position, over the pixels within ``3 psf_sigma``
+    (a box) that are finite in both planes; the error is
+    ``sqrt(sum(P**2 * V)) / sum(P**2)``.
+
+    Parameters
+    ----------
+    x, y : `numpy.ndarray`
+        Positions (0-based pixels).
+    difference, variance : `numpy.ndarray`
+        Difference image and its variance (NaN where unusable).
+    psf_sigma : `float`
+        Gaussian-equivalent PSF sigma of the difference in pixels (the broader of
+        the two images' for a matched difference).
+
+    Returns
+    -------
+    flux, flux_err : `numpy.ndarray`
+        NaN where no usable pixel is near.
+
+    Raises
+    ------
+    ValueError
+        Raised if ``psf_sigma`` is not positive or the planes' shapes differ.
+    """
+    if not (np.isfinite(psf_sigma) and psf_sigma > 0):
+        raise ValueError(f"psf_sigma must be positive; got {psf_sigma}.")
+    difference = np.asarray(difference)
+    variance = np.asarray(variance)
+    if difference.shape != variance.shape:
+        raise ValueError(f"difference {difference.shape} and variance {variance.shape} differ in shape.")
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    height, width = difference.shape
+    rad = int(np.ceil(3 * psf_sigma))
+    flux = np.full(len(x), np.nan)
+    err = np.full(len(x), np.nan)
+    for i, (xc, yc) in enumerate(zip(x, y)):
+        x0, y0 = int(round(xc)), int(round(yc))
+        box = (slice(max(y0 - rad, 0), min(y0 + rad + 1, height)),
+               slice(max(x0 - rad, 0), min(x0 + rad + 1, width)))
+        d = np.asarray(difference[box], dtype=np.float64)
+        v = np.asarray(variance[box], dtype=np.float64)
+        good = np.isfinite(d) & np.isfinite(v)
+        if not good.any():
+            continue
+        yy, xx = np.mgrid[box]
+        w = np.where(good, np.exp(-0.5 * ((xx - xc) ** 2 + (yy - yc) ** 2) / psf_sigma**2), 0.0)
+        w /= 2 * np.pi * psf_sigma**2
+        norm = np.sum(w * w)
+        flux[i] = np.sum(w * np.where(good, d, 0.0)) / norm
+        err[i] = np.sqrt(np.sum(w * w * np.where(good, v, 0.0))) / norm
+    return flux, err
+
+
 def estimate_fluxes(
     x: np.ndarray,
     y: np.ndarray,
@@ -221,6 +288,7 @@ def find_peaks(
     footprint_level: float | None = 0.5,
     trail_elongation: float = 1.5,
     footprint_radius: int = 50,
+    difference: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Table:
     """Find transient candidates as peaks of a score image.
 
@@ -234,7 +302,8 @@ def find_peaks(
         Minimum distance between peaks in pixels (size of the maximum filter is
         ``2 * ceil(min_separation) + 1``).
     science, template : `numpy.ndarray`, optional
-        Images for the flux estimate (both needed, with both PSF sigmas).
+        Images for the flux estimate (both needed, with both PSF sigmas) when no
+        ``difference`` is given.
     science_variance, template_variance : `numpy.ndarray`, optional
         Variances for the flux error.
     science_psf_sigma, template_psf_sigma : `float`, optional
@@ -256,6 +325,11 @@ def find_peaks(
         its centroid).
     footprint_radius : `int`
         Half side in pixels of the box a footprint is searched in.
+    difference : `tuple` [`numpy.ndarray`, `numpy.ndarray`], optional
+        ``(difference, variance)`` of a PSF-matched difference of the pair (e.g.
+        `~.normalization.fitted_pair_difference`): fluxes are measured on it
+        (`difference_fluxes`, Gaussian weights of the broader PSF sigma; both PSF
+        sigmas needed) instead of the Gaussian-matched estimate.
 
     Returns
     -------
@@ -332,7 +406,18 @@ def find_peaks(
 
     flux = np.full(len(ix), np.nan)
     flux_err = np.full(len(ix), np.nan)
-    if science is not None and template is not None and len(ix):
+    if difference is not None:
+        if science_psf_sigma is None or template_psf_sigma is None:
+            raise ValueError("science_psf_sigma and template_psf_sigma are required to measure fluxes on "
+                             "the difference image.")
+        diff, diff_var = difference
+        if np.shape(diff) != score.shape:
+            raise ValueError(f"difference has shape {np.shape(diff)}, expected {score.shape} "
+                             "(the score's shape).")
+        if len(ix):
+            flux, flux_err = difference_fluxes(xs, ys, diff, diff_var,
+                                               max(float(science_psf_sigma), float(template_psf_sigma)))
+    elif science is not None and template is not None and len(ix):
         if science_psf_sigma is None or template_psf_sigma is None:
             raise ValueError("science_psf_sigma and template_psf_sigma are required for the flux estimate.")
         flux, flux_err = estimate_fluxes(xs, ys, science, template, science_psf_sigma, template_psf_sigma,
