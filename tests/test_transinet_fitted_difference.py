@@ -236,7 +236,7 @@ def test_precomputed_difference_gives_the_same_network_input() -> None:
     science[5:20, 150:190] = np.nan  # invalid pixels are NaN in the returned planes
     kwargs = {"template_variance": tvar, "science_variance": svar, "mask": mask, "spec": FITTED,
               "science_psf_sigma": 2.2, "template_psf_sigma": 1.4}
-    diff, var = fitted_pair_difference(template, science, **kwargs)
+    diff, var, _ = fitted_pair_difference(template, science, **kwargs)
     assert np.isnan(diff[10, 160]) and np.isnan(var[10, 160]) and np.isfinite(diff[100, 100])
     fresh = normalize_pair(template, science, **kwargs)
     reused = normalize_pair(template, science, difference=(diff, var), **kwargs)
@@ -271,3 +271,24 @@ def test_fluxes_on_the_fitted_difference_ignore_static_stars() -> None:
     # The variable star's 2e4 brightening; Gaussian weights on a PSF with 25 % of its light in a wing
     # measure about 0.82 of it.
     assert 0.7 * 2e4 < var_flux < 1.05 * 2e4
+
+
+def test_flux_errors_account_for_the_noise_the_kernel_correlates() -> None:
+    """Science sharper than the template: the science is convolved and its noise correlated."""
+    sigma_sci, sigma_tmpl = 1.4, 2.2
+    template, science, tvar, svar, stars, variable = _star_field(sigma_sci, sigma_tmpl, seed=2,
+                                                                 shape=(300, 300))
+    diff, var, flux_var = fitted_pair_difference(template, science, template_variance=tvar, science_variance=svar,
+                                                 spec=FITTED, science_psf_sigma=sigma_sci,
+                                                 template_psf_sigma=sigma_tmpl)
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(15, 285, (2, 4000))
+    far = np.min([np.hypot(x - sx, y - sy) for sx, sy in stars + [variable]], axis=0) > 12
+    x, y = x[far], y[far]
+    assert len(x) > 500
+    from lsst.meas.realbogus.transinet.peaks import difference_fluxes
+
+    f, e = difference_fluxes(x, y, diff, flux_var, sigma_tmpl)
+    _, e_pixel = difference_fluxes(x, y, diff, var, sigma_tmpl)
+    assert np.std(f / e) == pytest.approx(1.0, abs=0.12)
+    assert np.std(f / e_pixel) > 1.3  # the per-pixel variance alone underestimates the errors

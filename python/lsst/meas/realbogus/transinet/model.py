@@ -294,8 +294,8 @@ class TransiNetModel:
         *,
         science_psf_sigma: float,
         template_psf_sigma: float,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Return the pair's fitted-kernel difference and its variance (image units).
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return the pair's fitted-kernel difference, its variance and flux variance (image units).
 
         `~.normalization.fitted_pair_difference` with this model's normalisation: one
         spatially constant kernel fitted on template stars.  Passed to `score_image`
@@ -304,8 +304,9 @@ class TransiNetModel:
 
         Returns
         -------
-        difference, variance : `numpy.ndarray`
-            ``float32`` ``(H, W)``, NaN on invalid pixels.
+        difference, variance, flux_variance : `numpy.ndarray`
+            ``float32`` ``(H, W)``, NaN on invalid pixels (see
+            `~.normalization.fitted_pair_difference`).
         """
         return fitted_pair_difference(template, science, template_variance=template_variance,
                                       science_variance=science_variance, science_psf_sigma=science_psf_sigma,
@@ -314,7 +315,7 @@ class TransiNetModel:
     def _inputs(self, template: np.ndarray, science: np.ndarray, template_variance: np.ndarray | None,
                 science_variance: np.ndarray | None, mask: np.ndarray | None,
                 science_psf_sigma: float | None = None, template_psf_sigma: float | None = None,
-                difference: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                difference: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
         if self.needs_psf_sigmas and (science_psf_sigma is None or template_psf_sigma is None):
             raise ValueError(f"TransiNet model {self.version!r} has input channels "
                              f"{list(self.spec.channels)}, "
@@ -337,7 +338,7 @@ class TransiNetModel:
         science_psf_sigma: float | None = None,
         template_psf_sigma: float | None = None,
         tiled: bool = True,
-        difference: tuple[np.ndarray, np.ndarray] | None = None,
+        difference: tuple[np.ndarray, ...] | None = None,
     ) -> np.ndarray:
         """Return the per-pixel transient probability image.
 
@@ -400,7 +401,7 @@ class TransiNetModel:
     def _score_grid(self, template: np.ndarray, science: np.ndarray, template_variance: np.ndarray | None,
                     science_variance: np.ndarray | None, mask: np.ndarray | None,
                     science_psf_sigma: float | None, template_psf_sigma: float | None, tiled: bool,
-                    difference: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                    difference: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
         """Score one pair on its own pixel grid (`score_image` without the binning)."""
         inputs = self._inputs(template, science, template_variance, science_variance, mask,
                               science_psf_sigma, template_psf_sigma, difference)
@@ -436,7 +437,7 @@ class TransiNetModel:
         score: np.ndarray | None = None,
         footprint_level: float | None = 0.5,
         trail_elongation: float = 1.5,
-        difference: tuple[np.ndarray, np.ndarray] | None = None,
+        difference: tuple[np.ndarray, ...] | None = None,
     ) -> Table:
         """Score the images and localise transients as score peaks.
 

@@ -288,7 +288,7 @@ def find_peaks(
     footprint_level: float | None = 0.5,
     trail_elongation: float = 1.5,
     footprint_radius: int = 50,
-    difference: tuple[np.ndarray, np.ndarray] | None = None,
+    difference: tuple[np.ndarray, ...] | None = None,
 ) -> Table:
     """Find transient candidates as peaks of a score image.
 
@@ -325,9 +325,10 @@ def find_peaks(
         its centroid).
     footprint_radius : `int`
         Half side in pixels of the box a footprint is searched in.
-    difference : `tuple` [`numpy.ndarray`, `numpy.ndarray`], optional
-        ``(difference, variance)`` of a PSF-matched difference of the pair (e.g.
-        `~.normalization.fitted_pair_difference`): fluxes are measured on it
+    difference : `tuple` [`numpy.ndarray`, ...], optional
+        A PSF-matched difference of the pair and its variance, optionally followed by
+        its flux variance (`~.normalization.fitted_pair_difference`'s three planes;
+        the last plane is the variance used): fluxes are measured on it
         (`difference_fluxes`, Gaussian weights of the broader PSF sigma; both PSF
         sigmas needed) instead of the Gaussian-matched estimate.
 
@@ -410,7 +411,7 @@ def find_peaks(
         if science_psf_sigma is None or template_psf_sigma is None:
             raise ValueError("science_psf_sigma and template_psf_sigma are required to measure fluxes on "
                              "the difference image.")
-        diff, diff_var = difference
+        diff, diff_var = difference[0], difference[-1]
         if np.shape(diff) != score.shape:
             raise ValueError(f"difference has shape {np.shape(diff)}, expected {score.shape} "
                              "(the score's shape).")
