@@ -249,5 +249,11 @@ def test_training_fields_and_survey_mix() -> None:
     extra = [field_survey(f, 9, 1 / 3, ["sharp"]) for f in range(6, 9)]
     assert [name for name, _ in extra] == ["coarse", "shallow", "sharp"]
     assert extra[2][1] == EXTRA_MIX_MEMBERS["sharp"]
+    # 'undersampled' is the classifier's survey mix member of that name (the detector size aside).
+    from lsst.meas.realbogus.cli.train_default import DEFAULT_SURVEY_MIX
+
+    classifier = {m["name"]: m["overrides"] for m in DEFAULT_SURVEY_MIX}["undersampled"]
+    assert EXTRA_MIX_MEMBERS["undersampled"] == {k: v for k, v in classifier.items()
+                                                 if k not in ("width", "height")}
     with pytest.raises(ValueError, match="Unknown extra survey mix"):
         field_survey(0, 4, 0.5, ["blurry"])

@@ -67,9 +67,13 @@ TransiNet stays reproducible."""
 
 EXTRA_MIX_MEMBERS: dict[str, dict[str, Any]] = {
     "sharp": {"seeing_range": (0.4, 0.7)},
+    "undersampled": {"pixel_scale": 0.9, "seeing_range": (1.2, 2.8), "template_seeing_range": (1.0, 1.5)},
 }
 """Further survey variants ``--extra-mix`` can add to `TRAINING_SURVEY_MIX`: ``sharp`` has a
-science seeing of 0.4–0.7″, as sharp as the main survey's 0.45–0.55″ templates or sharper."""
+science seeing of 0.4–0.7″, as sharp as the main survey's 0.45–0.55″ templates or sharper;
+``undersampled`` is the third member of the classifier's default survey mix
+(`lsst.meas.realbogus.cli.train_default.DEFAULT_SURVEY_MIX`): 0.9″ pixels, 1.2–2.8″ seeing and
+1.0–1.5″ templates (PSFs of 1.3–3.1 pixels FWHM)."""
 
 
 def _threshold_arg(value: str) -> float | str:
