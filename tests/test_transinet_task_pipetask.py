@@ -40,13 +40,15 @@ def test_both_paths_pipeline_has_both_paths_on_the_same_inputs():
 
 
 def test_transinet_pipeline_alone():
-    """TransiNet.yaml holds only transiNetDetect with the packaged model, one thread, a 5-sigma flux cut."""
+    """TransiNet.yaml: only transiNetDetect, packaged model, one thread, 5-sigma flux cut, threshold 0.85."""
     pipeline = Pipeline.from_uri(str(PIPELINES / "TransiNet.yaml"))
     assert set(pipeline.task_labels) == {"transiNetDetect"}
     config = pipeline.to_graph().tasks["transiNetDetect"].config
     assert config.modelSource == "package"
     assert config.numThreads == 1
     assert config.minFluxSnr == 5.0
+    assert config.threshold == 0.85  # the flux cut's operating point (doc/transinet.rst)
+    assert config.footprintLevel == 0.5 and config.trailElongation == 1.5
 
 
 @pytest.mark.slow
