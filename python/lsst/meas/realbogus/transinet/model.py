@@ -357,7 +357,7 @@ class TransiNetModel:
         tiled : `bool`
             Use overlapping tiles (bounded memory); `False` runs one pass over the
             whole image (same result).
-        difference : `tuple` [`numpy.ndarray`, `numpy.ndarray`], optional
+        difference : `tuple` [`numpy.ndarray`, ...], optional
             This pair's `difference_image`, reused for a fitted-kernel difference
             channel instead of fitting it again (not for a binned pair).
 
@@ -461,7 +461,7 @@ class TransiNetModel:
             A score image already computed by `score_image` for these inputs.
         footprint_level, trail_elongation : `float`
             Peak grouping into footprints and trail localisation (`peaks.find_peaks`).
-        difference : `tuple` [`numpy.ndarray`, `numpy.ndarray`], optional
+        difference : `tuple` [`numpy.ndarray`, ...], optional
             This pair's `difference_image`, if already computed.
 
         Returns

@@ -76,7 +76,7 @@ def merge_footprints(
     Parameters
     ----------
     score : `numpy.ndarray`
-        Score image (NaN-free).
+        Score image (NaN-free; unusable pixels may be ``-inf``).
     x, y : `numpy.ndarray`
         Peak positions, sorted by decreasing score.
     level : `float`
@@ -132,6 +132,22 @@ def merge_footprints(
             trail[i] = True
             x_out[i], y_out[i] = box[1].start + cx, box[0].start + cy
     return keep, x_out, y_out, trail
+
+
+def _weighted_flux(diff: np.ndarray, var: np.ndarray | None, good: np.ndarray, yy: np.ndarray,
+                   xx: np.ndarray, xc: float, yc: float, sigma: float) -> tuple[float, float]:
+    """Gaussian-weighted flux and error of one stamp (`difference_fluxes`, `estimate_fluxes`).
+
+    ``sum(P * D) / sum(P**2)`` and ``sqrt(sum(P**2 * V)) / sum(P**2)`` with ``P`` the
+    unit-sum Gaussian of ``sigma`` at ``(xc, yc)``, zero outside ``good``; ``diff`` and
+    ``var`` must be 0 (not NaN) outside ``good``; the error is NaN without ``var``.
+    """
+    w = np.where(good, np.exp(-0.5 * ((xx - xc) ** 2 + (yy - yc) ** 2) / sigma**2), 0.0)
+    w /= 2 * np.pi * sigma**2
+    norm = np.sum(w * w)
+    flux = float(np.sum(w * diff) / norm)
+    err = np.nan if var is None else float(np.sqrt(np.sum(w * w * var)) / norm)
+    return flux, err
 
 
 def difference_fluxes(
@@ -190,11 +206,8 @@ def difference_fluxes(
         if not good.any():
             continue
         yy, xx = np.mgrid[box]
-        w = np.where(good, np.exp(-0.5 * ((xx - xc) ** 2 + (yy - yc) ** 2) / psf_sigma**2), 0.0)
-        w /= 2 * np.pi * psf_sigma**2
-        norm = np.sum(w * w)
-        flux[i] = np.sum(w * np.where(good, d, 0.0)) / norm
-        err[i] = np.sqrt(np.sum(w * w * np.where(good, v, 0.0))) / norm
+        flux[i], err[i] = _weighted_flux(np.where(good, d, 0.0), np.where(good, v, 0.0), good, yy, xx,
+                                         xc, yc, psf_sigma)
     return flux, err
 
 
@@ -248,14 +261,10 @@ def estimate_fluxes(
             t_conv = np.where(good, t_stamp, 0.0)
         diff = np.where(good, s_stamp - t_conv, 0.0)
         yy, xx = np.mgrid[ylo:yhi, xlo:xhi]
-        psf = np.exp(-0.5 * ((xx - xc) ** 2 + (yy - yc) ** 2) / science_psf_sigma**2)
-        psf /= 2 * np.pi * science_psf_sigma**2
         inner = (np.abs(xx - x0) <= rad) & (np.abs(yy - y0) <= rad) & good
         if not inner.any():
             continue
-        w = np.where(inner, psf, 0.0)
-        norm = np.sum(w * w)
-        flux[i] = np.sum(w * diff) / norm
+        var = None
         if science_variance is not None:
             var = np.asarray(science_variance[ylo:yhi, xlo:xhi], dtype=np.float64)
             if template_variance is not None:
@@ -266,7 +275,7 @@ def estimate_fluxes(
                     tvar = ndimage.uniform_filter(tvar, 3, mode="nearest") / (4 * np.pi * kernel_sigma**2)
                 var = var + tvar
             var = np.where(np.isfinite(var), var, 0.0)
-            err[i] = np.sqrt(np.sum(w * w * var)) / norm
+        flux[i], err[i] = _weighted_flux(diff, var, inner, yy, xx, xc, yc, science_psf_sigma)
     return flux, err
 
 
@@ -383,7 +392,7 @@ def find_peaks(
     xs, ys = _subpixel(score, iy, ix)
     trail = np.zeros(len(ix), dtype=bool)
     if footprint_level is not None and len(ix):
-        keep, xs, ys, trail = merge_footprints(np.where(np.isfinite(score), score, 0.0), xs, ys,
+        keep, xs, ys, trail = merge_footprints(filled, xs, ys,
                                                level=footprint_level, elongation=trail_elongation,
                                                radius=int(footprint_radius))
         iy, ix, xs, ys, trail = iy[keep], ix[keep], xs[keep], ys[keep], trail[keep]
