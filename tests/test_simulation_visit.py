@@ -13,9 +13,11 @@ from lsst.meas.realbogus.simulation import (
     TRUTH_COLUMNS,
     SurveyConfig,
     simulate_survey,
+    make_static_scene,
     simulate_visit,
     small_test_config,
 )
+from lsst.meas.realbogus.simulation.scene import mag_to_njy
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +244,45 @@ def test_bad_ids_rejected():
         simulate_visit(config, 0, 5000)
     with pytest.raises(TypeError):
         simulate_visit("config", 0, 0)  # type: ignore[arg-type]
+
+
+def test_bright_neighbour_transients():
+    """Extra transients land next to bright stars and leave the rest of the scene as it was."""
+    base = small_test_config(256, star_density=40.0, star_mag_range=(12.0, 22.0), nan_region_probability=0.0,
+                             seeing_range=(0.5, 0.6))
+    extra = dataclasses.replace(base, n_bright_neighbour_per_detector=3000.0)
+    a = simulate_visit(base, 2, 1, seed=5)
+    b = simulate_visit(extra, 2, 1, seed=5)
+    key = ["category", "type", "x", "y", "flux"]
+    rows_a = {tuple(r[k] for k in key) for r in a.truth}
+    rows_b = {tuple(r[k] for k in key) for r in b.truth}
+    assert rows_a < rows_b
+    new = sorted(rows_b - rows_a)
+    assert len(new) > 20
+    assert all(r[0] == "transient" and r[1] == "hostless" and r[4] > 0 for r in new)
+    # Each lies 2-12 PSF FWHM from a star whose peak reaches 30 % of saturation (a Gaussian
+    # peak estimate, generous by 2x; the misregistration moves stars by < 0.3 pixels).
+    scene = make_static_scene(base, 1, seed=5)
+    sigma = b.science_psf_sigma
+    flux = mag_to_njy(scene.star_mag[:, list(base.bands).index(b.metadata["band"])])
+    bright = flux / (2 * np.pi * sigma**2) >= 0.15 * b.metadata["saturation_njy"]
+    sx, sy = scene.star_x[bright], scene.star_y[bright]
+    fwhm_pix = 2.3548 * sigma
+    inside = [r for r in new if 0 < r[2] < 255 and 0 < r[3] < 255]  # not clipped onto the edge
+    assert len(inside) > 20
+    dist = np.array([np.min(np.hypot(sx - r[2], sy - r[3])) for r in inside])
+    assert np.all(dist < 12 * fwhm_pix + 0.5)
+    ux, uy = np.random.default_rng(0).uniform(0, 255, size=(2, 500))
+    dist_uniform = np.min(np.hypot(sx[:, None] - ux, sy[:, None] - uy), axis=0)
+    assert np.mean(dist_uniform < 12 * fwhm_pix + 0.5) < 0.6
+    # They are in the science image: summed over 3x3 pixels, b - a has the sign of their flux.
+    gain = []
+    for _, _, x, y, flux in new:
+        ix, iy = int(round(x)), int(round(y))
+        cut = (slice(max(iy - 1, 0), iy + 2), slice(max(ix - 1, 0), ix + 2))
+        sat = ((a.science.mask | b.science.mask)[cut] & SAT).any()
+        if not sat:
+            gain.append(np.nansum(b.science.image[cut] - a.science.image[cut]) > 0)
+    assert len(gain) > 10 and np.mean(gain) > 0.9
+    with pytest.raises(ValueError, match="n_bright_neighbour_per_detector"):
+        dataclasses.replace(base, n_bright_neighbour_per_detector=-1.0)

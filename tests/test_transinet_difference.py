@@ -257,3 +257,15 @@ def test_training_fields_and_survey_mix() -> None:
                                                  if k not in ("width", "height")}
     with pytest.raises(ValueError, match="Unknown extra survey mix"):
         field_survey(0, 4, 0.5, ["blurry"])
+
+
+def test_bright_neighbour_jobs() -> None:
+    """``--bright-neighbours`` adds the rate to every training job, mix members included."""
+    from lsst.meas.realbogus.transinet.train_cli import _jobs, build_parser
+
+    jobs = _jobs(6, 0, 100, 3, 1 / 3, (), 40.0)
+    assert [j[2] for j in jobs] == ["main", "main", "coarse"] * 2
+    assert all(j[3]["n_bright_neighbour_per_detector"] == 40.0 for j in jobs)
+    assert jobs[2][3]["pixel_scale"] == 0.5
+    assert all("n_bright_neighbour_per_detector" not in j[3] for j in _jobs(3, 0, 100, 3, 1 / 3))
+    assert build_parser().parse_args(["--bright-neighbours", "25"]).bright_neighbours == 25.0

@@ -88,6 +88,10 @@ class SurveyConfig:
     """Mean number of transients offset from a host galaxy centre."""
     n_galaxy_nuclear_per_detector: float = 15.0
     """Mean number of nuclear transients."""
+    n_bright_neighbour_per_detector: float = 0.0
+    """Mean number of further hostless transients placed 2-12 PSF FWHM from a bright star (one whose
+    peak reaches 30 % of saturation, saturated ones included), where bleed trails, diffraction spikes
+    and subtraction residuals surround them; 0 (the default) leaves the scene as without this field."""
     n_variable_per_detector: float = 35.0
     """Mean number of variable stars (each brightens or fades in every visit)."""
     n_moving_per_detector: float = 12.0
@@ -196,6 +200,11 @@ class SurveyConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}.")
+        for f in dataclasses.fields(self):
+            if f.name.startswith("n_") and f.name.endswith("_per_detector"):
+                v = getattr(self, f.name)
+                if not (math.isfinite(v) and v >= 0):
+                    raise ValueError(f"{f.name} must be a finite number >= 0, got {v}.")
         if self.exposure_time <= 0 or self.full_well <= 0 or self.gain <= 0:
             raise ValueError("exposure_time, full_well and gain must be positive.")
         if self.edge_width < 0 or 2 * self.edge_width >= min(self.width, self.height):

@@ -510,9 +510,9 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
     kappa = float(np.sum(kernel**3) / np.sum(kernel**2) ** 2)
     source_var_per_njy = c * kappa * (1 + 1 / depth)
 
-    def target_flux(sig: float) -> float:
+    def target_flux(sig: float, rng: np.random.Generator = rng_tr) -> float:
         """Flux whose expected SNR, including its own photon noise, is a log-uniform draw."""
-        s = float(np.exp(rng_tr.uniform(np.log(lo_snr), np.log(hi_snr))))
+        s = float(np.exp(rng.uniform(np.log(lo_snr), np.log(hi_snr))))
         if not np.isfinite(sig):
             return s
         b = s * s * source_var_per_njy
@@ -537,6 +537,19 @@ def simulate_visit(config: SurveyConfig, visit: int, detector: int, seed: int = 
             x, y = rng_tr.uniform(0, w - 1), rng_tr.uniform(0, h - 1)
         sig, _ = _psf_flux_sigma(config, model, base_var, x, y)
         add_row("transient", "hostless", x, y, target_flux(sig))
+    if config.n_bright_neighbour_per_detector > 0:
+        # Own random stream, so that the rest of the scene does not change with this rate.
+        rng_nb = seeded_rng(seed, visit, detector, 18)
+        bright = np.nonzero((peak_ratio >= 0.3) & (sx > -5) & (sx < w + 4) & (sy > -5) & (sy < h + 4))[0]
+        n_nb = rng_nb.poisson(config.n_bright_neighbour_per_detector * af) if len(bright) else 0
+        for _ in range(n_nb):
+            k = int(rng_nb.choice(bright))
+            rr = rng_nb.uniform(2.0, 12.0) * fwhm_pix
+            th = rng_nb.uniform(0, 2 * np.pi)
+            x = float(np.clip(sx[k] + rr * np.cos(th), 0, w - 1))
+            y = float(np.clip(sy[k] + rr * np.sin(th), 0, h - 1))
+            sig, _ = _psf_flux_sigma(config, model, base_var, x, y)
+            add_row("transient", "hostless", x, y, target_flux(sig, rng_nb))
     gx, gy = scene.gal_x + dx, scene.gal_y + dy
     gmag = scene.gal_mag[:, ib]
     hosts = np.nonzero((gx > 2) & (gx < w - 3) & (gy > 2) & (gy < h - 3) & (gmag < 24.5))[0]

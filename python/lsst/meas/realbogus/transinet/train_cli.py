@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(TRAINING_SURVEY_MIX, members alternating).")
     p.add_argument("--extra-mix", nargs="*", default=[], choices=sorted(EXTRA_MIX_MEMBERS),
                    help="Further survey mix members (EXTRA_MIX_MEMBERS) after TRAINING_SURVEY_MIX's.")
+    p.add_argument("--bright-neighbours", type=float, default=0.0,
+                   help="Extra transients next to bright stars per 2048^2 of training and validation "
+                        "visits (SurveyConfig.n_bright_neighbour_per_detector); test visits get none.")
     p.add_argument("--n-val", type=int, default=4, help="Validation visits (early stopping).")
     p.add_argument("--n-test", type=int, default=6, help="Held-out test visits (evaluation).")
     p.add_argument("--test-size", type=int, default=None, help="Test detector size (default: --size).")
@@ -217,11 +220,14 @@ def simulate_visits(size: int, visits: Sequence[int], detectors: Sequence[int], 
 
 
 def _jobs(n_visits: int, first_visit: int, first_detector: int, n_fields: int,
-          mix_fraction: float, extra: Sequence[str] = ()) -> list[tuple[int, int, str, dict[str, Any]]]:
+          mix_fraction: float, extra: Sequence[str] = (), bright_neighbours: float = 0.0
+          ) -> list[tuple[int, int, str, dict[str, Any]]]:
     jobs = []
     for i in range(n_visits):
         field = i % n_fields
         name, overrides = field_survey(field, n_fields, mix_fraction, extra)
+        if bright_neighbours:
+            overrides = {**overrides, "n_bright_neighbour_per_detector": bright_neighbours}
         jobs.append((first_visit + i, first_detector + field, name, overrides))
     return jobs
 
@@ -296,10 +302,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     )
     config.validate()
     train = prepare_visits(_jobs(args.n_train, 0, TRAIN_FIRST_DETECTOR, args.n_fields, args.mix_fraction,
-                                 args.extra_mix),
+                                 args.extra_mix, args.bright_neighbours),
                            args.size, args.sim_seed, config, "training")
     val = prepare_visits(_jobs(args.n_val, 1000, VAL_FIRST_DETECTOR, args.n_val, args.mix_fraction,
-                               args.extra_mix),
+                               args.extra_mix, args.bright_neighbours),
                          args.size, args.sim_seed, config, "validation")
     t1 = time.perf_counter()
     result = train_transinet(train, val, config, checkpoint_dir=args.checkpoint_dir,
