@@ -269,3 +269,14 @@ def test_bright_neighbour_jobs() -> None:
     assert jobs[2][3]["pixel_scale"] == 0.5
     assert all("n_bright_neighbour_per_detector" not in j[3] for j in _jobs(3, 0, 100, 3, 1 / 3))
     assert build_parser().parse_args(["--bright-neighbours", "25"]).bright_neighbours == 25.0
+
+
+def test_init_from_checks_before_simulating(tmp_path) -> None:
+    """``--init-from`` fails fast on a missing package or one the other options do not fit."""
+    from lsst.meas.realbogus.transinet.train_cli import main
+
+    with pytest.raises(FileNotFoundError, match="no model package"):
+        main(["--init-from", str(tmp_path / "missing.safetensors")])
+    # The shipped model has base width 12 and four channels; the CLI defaults are 8 and three.
+    with pytest.raises(ValueError, match="cannot be fine-tuned.*architecture_kwargs"):
+        main(["--init-from", "default"])

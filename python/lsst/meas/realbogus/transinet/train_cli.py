@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Extra loss weight on transient blobs.")
     p.add_argument("--artifact-weight", type=float, default=5.0, help="Loss weight near artefacts.")
     p.add_argument("--version", default="tn0.1")
+    p.add_argument("--init-from", default=None, metavar="PACKAGE",
+                   help="Fine-tune: start from this TransiNet package's weights ('default': the shipped "
+                        "model); its network size and normalisation must match the other options.")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
     p.add_argument("--checkpoint-dir", default=None)
     p.add_argument("--stop-after-epochs", type=int, default=None,
@@ -300,6 +303,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         target_core_radius=args.target_core_radius, positive_weight=args.positive_weight,
         artifact_weight=args.artifact_weight, version=args.version,
     )
+    initial_state = None
+    if args.init_from:
+        from importlib.resources import files
+        from pathlib import Path
+
+        from ..model_package import read_model_package
+        from .model import DEFAULT_MODEL_FILE
+        from .training import initial_state_from_package
+
+        if args.init_from == "default":
+            source = files("lsst.meas.realbogus").joinpath("data", DEFAULT_MODEL_FILE)
+        else:
+            source = Path(args.init_from)
+        if not source.is_file():
+            raise FileNotFoundError(f"--init-from: no model package at {source}.")
+        package = read_model_package(source.read_bytes())
+        config.initialized_from = str(package.metadata.version)
+        initial_state = initial_state_from_package(package, config)
     config.validate()
     train = prepare_visits(_jobs(args.n_train, 0, TRAIN_FIRST_DETECTOR, args.n_fields, args.mix_fraction,
                                  args.extra_mix, args.bright_neighbours),
@@ -309,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                          args.size, args.sim_seed, config, "validation")
     t1 = time.perf_counter()
     result = train_transinet(train, val, config, checkpoint_dir=args.checkpoint_dir,
-                             stop_after_epochs=args.stop_after_epochs)
+                             stop_after_epochs=args.stop_after_epochs, initial_state=initial_state)
     train_seconds = time.perf_counter() - t1
     del train, val
     done = len(result.history)

@@ -21,7 +21,7 @@ JSON; no pickle.  Progress is logged to ``lsst.meas.realbogus.transinet``.
 from __future__ import annotations
 
 __all__ = ["TransiNetTrainingConfig", "TransiNetTrainingResult", "PreparedExample", "prepare_example",
-           "train_transinet", "weighted_loss", "dihedral"]
+           "train_transinet", "initial_state_from_package", "weighted_loss", "dihedral"]
 
 import dataclasses
 import logging
@@ -104,6 +104,11 @@ class TransiNetTrainingConfig:
         Random seed.
     version : `str`
         Model version (at most 7 characters).
+    initialized_from : `str`
+        Version of the model package whose weights training starts from
+        (fine-tuning, see `initial_state_from_package`); empty: the network is
+        initialised at random from ``seed``.  Kept in the package's training
+        config as provenance.
     """
 
     base_width: int = 8
@@ -131,6 +136,7 @@ class TransiNetTrainingConfig:
     augment: bool = True
     seed: int = 0
     version: str = "0.1"
+    initialized_from: str = ""
 
     def validate(self) -> None:
         """Raise `ValueError` naming the first invalid field."""
@@ -424,6 +430,50 @@ def _load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str
     return load(directory, stem=_CHECKPOINT_STEM)
 
 
+def initial_state_from_package(package: Any, config: TransiNetTrainingConfig) -> dict[str, torch.Tensor]:
+    """Return a TransiNet package's weights to fine-tune with ``config``.
+
+    Parameters
+    ----------
+    package : `~lsst.meas.realbogus.model_package.ModelPackage`
+        A TransiNet model package (e.g. the shipped default).
+    config : `TransiNetTrainingConfig`
+        The fine-tuning configuration: its network size and input normalisation
+        must be the package's, since the weights only mean something on the
+        inputs they were trained on.
+
+    Returns
+    -------
+    state : `dict` [`str`, `torch.Tensor`]
+        Copies of the package's weights, for ``train_transinet(initial_state=...)``.
+
+    Raises
+    ------
+    ValueError
+        Raised if the package is not a TransiNet package or its architecture or
+        normalisation differ from ``config``'s (the differing entries are named).
+    """
+    metadata = package.metadata
+    if metadata.architecture != ARCHITECTURE_NAME:
+        raise ValueError(f"Package architecture is {metadata.architecture!r}, not {ARCHITECTURE_NAME!r}.")
+    training = metadata.training if isinstance(metadata.training, dict) else {}
+    norm = training.get("transinet_normalization")
+    if not isinstance(norm, dict):
+        raise ValueError("Package lacks training['transinet_normalization']; not a TransiNet package.")
+    problems = []
+    kwargs = {k: int(v) for k, v in dict(metadata.architecture_kwargs).items()}
+    if kwargs != config.architecture_kwargs():
+        problems.append(f"architecture_kwargs {kwargs} != config's {config.architecture_kwargs()}")
+    wanted = config.spec().to_dict()
+    for key in sorted(set(norm) | set(wanted)):
+        if norm.get(key) != wanted.get(key):
+            problems.append(f"normalisation {key!r} {norm.get(key)!r} != config's {wanted.get(key)!r}")
+    if problems:
+        raise ValueError(f"Package {metadata.version!r} cannot be fine-tuned with this config: "
+                         + "; ".join(problems) + ".")
+    return {k: v.detach().clone() for k, v in package.state_dict.items()}
+
+
 def train_transinet(
     train_visits: Sequence[Any],
     val_visits: Sequence[Any],
@@ -432,6 +482,7 @@ def train_transinet(
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = True,
     stop_after_epochs: int | None = None,
+    initial_state: dict[str, torch.Tensor] | None = None,
 ) -> TransiNetTrainingResult:
     """Train a TransiNet U-Net on (template, science) pairs with truth.
 
@@ -452,6 +503,10 @@ def train_transinet(
     stop_after_epochs : `int`, optional
         Stop (as if interrupted) after this many epochs have completed in total;
         used to test resuming.
+    initial_state : `dict` [`str`, `torch.Tensor`], optional
+        Weights to start from instead of a random initialisation (fine-tuning;
+        see `initial_state_from_package`); needs ``config.initialized_from``.
+        A checkpoint being resumed takes precedence.
 
     Returns
     -------
@@ -461,10 +516,14 @@ def train_transinet(
     Raises
     ------
     ValueError
-        Raised for an invalid config, empty inputs or a checkpoint from a
-        different configuration.
+        Raised for an invalid config, empty inputs, a checkpoint from a
+        different configuration, or an ``initial_state`` that does not fit the
+        network or comes without ``config.initialized_from``.
     """
     config.validate()
+    if (initial_state is None) != (not config.initialized_from):
+        raise ValueError("initial_state and config.initialized_from go together: give both (fine-tuning) "
+                         "or neither.")
     if len(train_visits) == 0 or len(val_visits) == 0:
         raise ValueError("train_transinet needs at least one training and one validation visit.")
     train = [v if isinstance(v, PreparedExample) else prepare_example(v, config) for v in train_visits]
@@ -476,6 +535,15 @@ def train_transinet(
                              f"channels {list(config.channels)} need {n_channels}.")
     torch.manual_seed(config.seed)
     module = TransiNetUNet(**config.architecture_kwargs())
+    if initial_state is not None:
+        own = module.state_dict()
+        bad = sorted(k for k in set(own) | set(initial_state)
+                     if k not in own or k not in initial_state or own[k].shape != initial_state[k].shape)
+        if bad:
+            raise ValueError(f"initial_state does not fit the network: {len(bad)} missing, unexpected or "
+                             f"differently shaped tensors, e.g. {bad[:3]}.")
+        module.load_state_dict(initial_state)
+        _LOG.info("Fine-tuning from %s.", config.initialized_from)
     # Channels-last convolutions are about twice as fast on CPUs (oneDNN); same numbers up to rounding.
     module = module.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate,
