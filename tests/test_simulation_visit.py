@@ -277,7 +277,7 @@ def test_bright_neighbour_transients():
     assert np.mean(dist_uniform < 12 * fwhm_pix + 0.5) < 0.6
     # They are in the science image: summed over 3x3 pixels, b - a has the sign of their flux.
     gain = []
-    for _, _, x, y, flux in new:
+    for _, _, x, y, _ in new:
         ix, iy = int(round(x)), int(round(y))
         cut = (slice(max(iy - 1, 0), iy + 2), slice(max(ix - 1, 0), ix + 2))
         sat = ((a.science.mask | b.science.mask)[cut] & SAT).any()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["TransiNetModel", "save_transinet_package", "BACKENDS", "DEFAULT_MAX_PSF_SIGMA",
+__all__ = ["TransiNetModel", "read_default_package", "save_transinet_package",
+           "BACKENDS", "DEFAULT_MAX_PSF_SIGMA",
            "DEFAULT_MODEL_FILE", "DEFAULT_MODEL_COMMAND"]
 
 import logging
@@ -74,6 +75,30 @@ def _meta_get(metadata: Any, name: str, default: Any = None) -> Any:
     if isinstance(metadata, dict):
         return metadata.get(name, default)
     return getattr(metadata, name, default)
+
+
+def read_default_package() -> Any:
+    """Read the default TransiNet model package shipped with the package.
+
+    Returns
+    -------
+    package : `~lsst.meas.realbogus.model_package.ModelPackage`
+        ``data/transinet_default.safetensors`` (see `DEFAULT_MODEL_COMMAND`).
+
+    Raises
+    ------
+    FileNotFoundError
+        Raised if the package data file is missing.
+    """
+    from importlib.resources import files
+
+    from ..model_package import read_model_package
+
+    resource = files("lsst.meas.realbogus").joinpath("data", DEFAULT_MODEL_FILE)
+    if not resource.is_file():
+        raise FileNotFoundError(f"Default TransiNet model {DEFAULT_MODEL_FILE} is not installed; "
+                                f"create it with: {DEFAULT_MODEL_COMMAND}")
+    return read_model_package(resource.read_bytes())
 
 
 class TransiNetModel:
@@ -260,15 +285,7 @@ class TransiNetModel:
         FileNotFoundError
             Raised if the package data file is missing.
         """
-        from importlib.resources import files
-
-        from ..model_package import read_model_package
-
-        resource = files("lsst.meas.realbogus").joinpath("data", DEFAULT_MODEL_FILE)
-        if not resource.is_file():
-            raise FileNotFoundError(f"Default TransiNet model {DEFAULT_MODEL_FILE} is not installed; "
-                                    f"create it with: {DEFAULT_MODEL_COMMAND}")
-        return cls.from_package(read_model_package(resource.read_bytes()), **kwargs)
+        return cls.from_package(read_default_package(), **kwargs)
 
     @classmethod
     def from_training_result(cls, result: Any, **kwargs: Any) -> TransiNetModel:

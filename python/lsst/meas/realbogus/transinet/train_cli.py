@@ -305,20 +305,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     )
     initial_state = None
     if args.init_from:
-        from importlib.resources import files
         from pathlib import Path
 
         from ..model_package import read_model_package
-        from .model import DEFAULT_MODEL_FILE
+        from .model import read_default_package
         from .training import initial_state_from_package
 
         if args.init_from == "default":
-            source = files("lsst.meas.realbogus").joinpath("data", DEFAULT_MODEL_FILE)
+            package = read_default_package()
         else:
             source = Path(args.init_from)
-        if not source.is_file():
-            raise FileNotFoundError(f"--init-from: no model package at {source}.")
-        package = read_model_package(source.read_bytes())
+            if not source.is_file():
+                raise FileNotFoundError(f"--init-from: no model package at {source}.")
+            package = read_model_package(source.read_bytes())
         config.initialized_from = str(package.metadata.version)
         initial_state = initial_state_from_package(package, config)
     config.validate()

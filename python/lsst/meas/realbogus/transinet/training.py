@@ -453,23 +453,19 @@ def initial_state_from_package(package: Any, config: TransiNetTrainingConfig) ->
         Raised if the package is not a TransiNet package or its architecture or
         normalisation differ from ``config``'s (the differing entries are named).
     """
-    metadata = package.metadata
-    if metadata.architecture != ARCHITECTURE_NAME:
-        raise ValueError(f"Package architecture is {metadata.architecture!r}, not {ARCHITECTURE_NAME!r}.")
-    training = metadata.training if isinstance(metadata.training, dict) else {}
-    norm = training.get("transinet_normalization")
-    if not isinstance(norm, dict):
-        raise ValueError("Package lacks training['transinet_normalization']; not a TransiNet package.")
+    from .model import TransiNetModel
+
+    model = TransiNetModel.from_package(package)  # checks architecture, normalisation and channels
     problems = []
-    kwargs = {k: int(v) for k, v in dict(metadata.architecture_kwargs).items()}
+    kwargs = {k: int(v) for k, v in dict(package.metadata.architecture_kwargs).items()}
     if kwargs != config.architecture_kwargs():
         problems.append(f"architecture_kwargs {kwargs} != config's {config.architecture_kwargs()}")
-    wanted = config.spec().to_dict()
-    for key in sorted(set(norm) | set(wanted)):
-        if norm.get(key) != wanted.get(key):
-            problems.append(f"normalisation {key!r} {norm.get(key)!r} != config's {wanted.get(key)!r}")
+    have, wanted = model.spec.to_dict(), config.spec().to_dict()
+    for key in sorted(set(have) | set(wanted)):
+        if have.get(key) != wanted.get(key):
+            problems.append(f"normalisation {key!r} {have.get(key)!r} != config's {wanted.get(key)!r}")
     if problems:
-        raise ValueError(f"Package {metadata.version!r} cannot be fine-tuned with this config: "
+        raise ValueError(f"Package {package.metadata.version!r} cannot be fine-tuned with this config: "
                          + "; ".join(problems) + ".")
     return {k: v.detach().clone() for k, v in package.state_dict.items()}
 
